@@ -1,0 +1,281 @@
+"""The stack spec: one typed, validated model read from ``stack.yaml``.
+
+Everything flows one way from here: Bicep parameters, the Ansible inventory and variables, the
+local target's addresses and nftables rules, and every expectation the suites check. Invalid input
+is refused with a message naming the field, before any resource is created.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "stack.yaml"
+
+#: Source tags a rule may use instead of a CIDR; each target resolves them to what it has.
+SOURCE_TAGS = ("Internet", "VirtualNetwork", "AzureLoadBalancer", "Management", "Any")
+#: Sources that mean "anyone on the internet".
+OPEN_SOURCES = {"*", "Any", "Internet", "0.0.0.0/0", "::/0"}
+#: Ports that must never be reachable from the internet.
+PROTECTED_PORTS = ("ssh", "postgres", "etcd_client", "etcd_peer", "patroni")
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}$")]
+
+
+class SpecError(ValueError):
+    """The spec is invalid; the message names each offending field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Network(Strict):
+    vnet_cidr: ipaddress.IPv4Network
+    subnet_cidr: ipaddress.IPv4Network
+
+    @model_validator(mode="after")
+    def _subnet_inside_vnet(self):
+        if not self.subnet_cidr.subnet_of(self.vnet_cidr):
+            raise ValueError(f"subnet_cidr {self.subnet_cidr} is not inside vnet_cidr {self.vnet_cidr}")
+        return self
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        """The subnet's first host address (Azure reserves it for the gateway too)."""
+        return self.subnet_cidr.network_address + 1
+
+
+class Node(Strict):
+    name: Name
+    address: ipaddress.IPv4Address
+    zone: str = "1"
+
+
+class Ports(Strict):
+    ssh: int = Field(22, ge=1, le=65535)
+    postgres: int = Field(5432, ge=1, le=65535)
+    patroni: int = Field(8008, ge=1, le=65535)
+    etcd_client: int = Field(2379, ge=1, le=65535)
+    etcd_peer: int = Field(2380, ge=1, le=65535)
+    haproxy_primary: int = Field(5000, ge=1, le=65535)
+    haproxy_replicas: int = Field(5001, ge=1, le=65535)
+    haproxy_health: int = Field(8404, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _no_clash(self):
+        seen: dict[int, str] = {}
+        for name, port in self.model_dump().items():
+            if port in seen:
+                raise ValueError(f"ports.{name} ({port}) clashes with ports.{seen[port]}")
+            seen[port] = name
+        return self
+
+
+class SecurityRule(Strict):
+    """One NSG rule. ``ports`` are names from ``ports`` (or numbers); empty means all ports."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,79}$")]
+    priority: int = Field(ge=100, le=4096)
+    direction: Literal["inbound", "outbound"] = "inbound"
+    access: Literal["allow", "deny"]
+    protocol: Literal["tcp", "udp", "any"] = "tcp"
+    source: str
+    ports: list[str | int] = []
+
+    @field_validator("source")
+    @classmethod
+    def _source_is_tag_or_cidr(cls, value: str) -> str:
+        if value in SOURCE_TAGS or value == "*":
+            return value
+        try:
+            ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is neither a CIDR nor one of {', '.join(SOURCE_TAGS)}") from exc
+        return value
+
+
+class Patroni(Strict):
+    version: str = "4.1.0"
+    scope: Name = "pgha"
+    ttl: int = Field(30, ge=20)
+    loop_wait: int = Field(10, ge=1)
+    retry_timeout: int = Field(10, ge=1)
+    synchronous_mode: bool = False
+    maximum_lag_on_failover: int = Field(1048576, ge=0)
+    wal_sender_timeout_ms: int = Field(10000, ge=1000)
+
+    @model_validator(mode="after")
+    def _patroni_timing(self):
+        # Patroni's own rule: loop_wait + 2 * retry_timeout <= ttl, or the lock may expire in a loop.
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
+            raise ValueError(
+                f"ttl ({self.ttl}) must be at least loop_wait + 2 * retry_timeout "
+                f"({self.loop_wait + 2 * self.retry_timeout})"
+            )
+        return self
+
+
+class Postgres(Strict):
+    version: Literal[15] = 15
+    max_connections: int = Field(100, ge=20)
+
+
+class HAProxy(Strict):
+    check_inter_ms: int = Field(1000, ge=100)
+    check_fall: int = Field(2, ge=1)
+    check_rise: int = Field(1, ge=1)
+
+
+class LoadBalancer(Strict):
+    probe_interval_s: int = Field(5, ge=5)
+    probe_threshold: int = Field(2, ge=1)
+
+
+class Local(Strict):
+    """Addresses only the local target uses: the transit links between its namespaces."""
+
+    transit_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("198.51.100.0/24")
+    frontend_address: ipaddress.IPv4Address = ipaddress.IPv4Address("203.0.113.10")
+    min_free_disk_gib: float = Field(4, ge=0)
+
+    @field_validator("transit_cidr")
+    @classmethod
+    def _room_for_links(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if value.prefixlen > 28:
+            raise ValueError(f"{value} is too small: three /30 links need at least a /28")
+        return value
+
+
+class Azure(Strict):
+    location: str = "westeurope"
+    vm_size: str = "Standard_B2s"
+    admin_user: Name = "pgadmin"
+    admin_cidr: ipaddress.IPv4Network | None = None
+    subscription_allow_list: list[str] = []
+    expiry_hours: int = Field(8, ge=1, le=168)
+
+    @field_validator("admin_cidr")
+    @classmethod
+    def _not_everyone(cls, value):
+        if value is not None and value.prefixlen == 0:
+            raise ValueError("0.0.0.0/0 would open SSH to the internet; give your own address range")
+        return value
+
+
+class StackSpec(Strict):
+    name: Name = "pgha"
+    network: Network
+    nodes: list[Node]
+    ports: Ports = Ports()
+    security_rules: list[SecurityRule]
+    patroni: Patroni = Patroni()
+    postgres: Postgres = Postgres()
+    haproxy: HAProxy = HAProxy()
+    load_balancer: LoadBalancer = LoadBalancer()
+    local: Local = Local()
+    azure: Azure = Azure()
+
+    @field_validator("nodes")
+    @classmethod
+    def _odd_quorum(cls, nodes: list[Node]) -> list[Node]:
+        if len(nodes) < 3 or len(nodes) % 2 == 0:
+            raise ValueError(f"needs an odd number of nodes, at least 3, for an etcd quorum (got {len(nodes)})")
+        for label, values in (("name", [n.name for n in nodes]), ("address", [n.address for n in nodes])):
+            dupes = sorted({str(v) for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"duplicate node {label}: {', '.join(dupes)}")
+        return nodes
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        errors = []
+        subnet = self.network.subnet_cidr
+        reserved = {subnet.network_address + i for i in range(4)} | {subnet.broadcast_address}
+        for i, node in enumerate(self.nodes):
+            if node.address not in subnet:
+                errors.append(f"nodes.{i}.address: {node.address} is not inside network.subnet_cidr {subnet}")
+            elif node.address in reserved:
+                errors.append(f"nodes.{i}.address: {node.address} is reserved (first four and last addresses)")
+        known = set(Ports.model_fields)
+        priorities: dict[tuple[str, int], str] = {}
+        for i, rule in enumerate(self.security_rules):
+            for port in rule.ports:
+                if isinstance(port, str) and port not in known:
+                    errors.append(f"security_rules.{i}.ports: unknown port name {port!r}")
+            key = (rule.direction, rule.priority)
+            if key in priorities:
+                errors.append(f"security_rules.{i}.priority: {rule.priority} is already used by {priorities[key]}")
+            priorities[key] = rule.name
+            if rule.direction == "inbound" and rule.access == "allow" and rule.source in OPEN_SOURCES:
+                opened = sorted(self._protected_in(rule))
+                if opened:
+                    errors.append(
+                        f"security_rules.{i} ({rule.name}): opens {', '.join(opened)} to {rule.source!r}; "
+                        "allow them from VirtualNetwork, Management or a CIDR instead"
+                    )
+        for net, field in ((self.local.transit_cidr, "local.transit_cidr"),):
+            if net.overlaps(self.network.vnet_cidr):
+                errors.append(f"{field}: {net} overlaps network.vnet_cidr {self.network.vnet_cidr}")
+        if self.local.frontend_address in self.network.vnet_cidr or self.local.frontend_address in self.local.transit_cidr:
+            errors.append(f"local.frontend_address: {self.local.frontend_address} must be outside the vnet and transit ranges")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def _protected_in(self, rule: SecurityRule) -> set[str]:
+        numbers = self.rule_ports(rule)
+        return {name for name in PROTECTED_PORTS if not numbers or getattr(self.ports, name) in numbers}
+
+    # ----- derived values every consumer shares -----
+
+    def rule_ports(self, rule: SecurityRule) -> list[int]:
+        """A rule's ports as numbers, sorted; empty means every port."""
+        return sorted({p if isinstance(p, int) else getattr(self.ports, p) for p in rule.ports})
+
+    def node(self, name: str) -> Node:
+        """The node called ``name``; KeyError naming the known nodes otherwise."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no node {name!r} in the spec (nodes: {', '.join(n.name for n in self.nodes)})")
+
+    @property
+    def crash_failover_budget_s(self) -> float:
+        """Worst case write gap for a crashed primary: lease expiry, one Patroni loop, both health checks."""
+        haproxy = self.haproxy.check_inter_ms * self.haproxy.check_fall / 1000
+        lb = self.load_balancer.probe_interval_s * self.load_balancer.probe_threshold
+        return self.patroni.ttl + self.patroni.loop_wait + haproxy + lb
+
+
+def load_spec(path: str | Path | None = None) -> StackSpec:
+    """Read and validate a spec file; SpecError lists every bad field by its dotted path."""
+    path = Path(path) if path else DEFAULT_SPEC
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise SpecError(f"spec file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec file {path} is not valid YAML: {exc}") from exc
+    return parse_spec(raw, source=str(path))
+
+
+def parse_spec(raw: object, source: str = "<spec>") -> StackSpec:
+    """Validate an already-parsed mapping (see load_spec)."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: the top level must be a mapping")
+    try:
+        return StackSpec.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            lines.append(f"  {where}: {msg}")
+        raise SpecError(f"{source} is invalid:\n" + "\n".join(lines)) from None
