@@ -87,6 +87,12 @@ class SecurityRule(Strict):
     source: str
     ports: list[str | int] = []
 
+    @model_validator(mode="after")
+    def _ports_need_protocol(self):
+        if self.ports and self.protocol == "any":
+            raise ValueError("a rule with ports needs protocol tcp or udp")
+        return self
+
     @field_validator("source")
     @classmethod
     def _source_is_tag_or_cidr(cls, value: str) -> str:
@@ -154,7 +160,6 @@ class Local(Strict):
 class Azure(Strict):
     location: str = "westeurope"
     vm_size: str = "Standard_B2s"
-    admin_user: Name = "pgadmin"
     admin_cidr: ipaddress.IPv4Network | None = None
     subscription_allow_list: list[str] = []
     expiry_hours: int = Field(8, ge=1, le=168)
@@ -169,6 +174,7 @@ class Azure(Strict):
 
 class StackSpec(Strict):
     name: Name = "pgha"
+    admin_user: Name = "pgadmin"
     network: Network
     nodes: list[Node]
     ports: Ports = Ports()

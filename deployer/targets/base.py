@@ -129,6 +129,18 @@ class Target(abc.ABC):
         """Stage 1: network, NSG, public frontend, load balancer with an EMPTY pool, booted VMs
         reachable over SSH. Cleans a stale stack of the same name first. Idempotent."""
 
+    def is_up(self) -> bool:
+        """True when stage 1's work is present and running, so ``up`` may resume after it."""
+        return False
+
+    def patroni_url(self, node: str) -> str:
+        """Base URL of a node's Patroni REST API as reachable from the control machine."""
+        return f"http://{self.spec.node(node).address}:{self.spec.ports.patroni}"
+
+    def what_if(self) -> list[str]:
+        """Readable lines describing what ``provision`` would create or change; creates nothing."""
+        raise NotImplementedError(f"target {self.name} has no what-if")
+
     @abc.abstractmethod
     def hosts(self) -> list[HostAccess]:
         """SSH access to every node, in spec order. Valid after provision."""

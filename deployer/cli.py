@@ -1,0 +1,132 @@
+"""``deployer``: stand up, inspect and tear down the staged HA PostgreSQL stack.
+
+    deployer up     [--target local|azure] [--spec FILE] [--name NAME] [--from STAGE] [--until STAGE] [--what-if]
+    deployer status [--name NAME] [--json]
+    deployer down   [--name NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from deployer import stages, status
+from deployer.spec import DEFAULT_SPEC, SpecError, load_spec
+from deployer.state import STAGES, StackState
+from deployer.targets import TargetError, get
+
+console = Console(stderr=True)
+log = logging.getLogger("deployer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deployer", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    upp = sub.add_parser("up", help="provision -> configure -> attach -> verify (resumes)")
+    upp.add_argument("--target", default="local", help="local (default) or azure")
+    upp.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="stack spec file (default: stack.yaml)")
+    upp.add_argument("--name", help="stack name (default: the spec's name)")
+    upp.add_argument("--from", dest="from_stage", choices=STAGES, help="re-run from this stage")
+    upp.add_argument("--until", choices=STAGES, default="verify", help="stop after this stage")
+    upp.add_argument("--what-if", action="store_true", help="show what provision would change; create nothing")
+    for name, text in (("status", "stages, Patroni roles, lag, load balancer members"), ("down", "tear everything down")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--name", help="stack name (default: the default spec's name)")
+        if name == "status":
+            sp.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every command run")
+    return p
+
+
+def _stack(name: str):
+    state = StackState.load(name)
+    if state is None:
+        raise TargetError(f"no stack named {name!r} here (nothing under {StackState.path_for(name).parent})")
+    return state, get(state.target)(load_spec(state.spec_path), state)
+
+
+def cmd_up(args) -> int:
+    spec = load_spec(args.spec)
+    name = args.name or spec.name
+    state, target = stages.open_stack(name, args.target, spec, args.spec)
+    if args.what_if:
+        target.preflight()
+        for line in target.what_if():
+            console.print(line)
+        return 0
+    with console.status(f"[bold]deploying {name} on {args.target}") as spinner:
+        stages.up(state, target, from_stage=args.from_stage, until=args.until,
+                  progress=lambda msg: spinner.update(f"[bold]{name}[/]: {msg}"))
+    _print_status(status.collect(state, target))
+    return 0
+
+
+def cmd_status(args) -> int:
+    state, target = _stack(args.name or load_spec(DEFAULT_SPEC).name)
+    data = status.collect(state, target)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_status(data)
+    return 0
+
+
+def cmd_down(args) -> int:
+    name = args.name or load_spec(DEFAULT_SPEC).name
+    state, target = _stack(name)
+    left = stages.down(state, target)
+    if left:
+        console.print(f"[red]Teardown of {name} left {len(left)} thing(s) behind:")
+        for line in left:
+            console.print(f"  - {line}")
+        return 1
+    console.print(f"[green]Stack {name} is gone: no namespace, mount, container, cgroup, rule or process of it remains.")
+    return 0
+
+
+def _print_status(data: dict) -> None:
+    stages_t = Table(title=f"stack {data['name']} ({data['target']})")
+    for col in ("stage", "ok", "seconds"):
+        stages_t.add_column(col)
+    for stage, rec in data["stages"].items():
+        stages_t.add_row(stage, "yes" if rec["ok"] else "[red]no", f"{rec['seconds']:.1f}")
+    nodes_t = Table(title="cluster (Patroni)")
+    for col in ("node", "address", "role", "state", "lag bytes", "timeline"):
+        nodes_t.add_column(col)
+    for n in data["nodes"]:
+        nodes_t.add_row(n["name"], n["address"], str(n["role"]), n["state"], str(n["lag_bytes"]), str(n["timeline"]))
+    lb_t = Table(title=f"load balancer {data['load_balancer']['frontend']}")
+    lb_t.add_column("member")
+    lb_t.add_column("healthy")
+    for m in data["load_balancer"]["members"]:
+        lb_t.add_row(m["node"], "yes" if m["healthy"] else "[red]no")
+    for table in (stages_t, nodes_t, lb_t):
+        console.print(table)
+    for err in data.get("errors", []):
+        console.print(f"[yellow]{err}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False, markup=False)])
+    try:
+        return {"up": cmd_up, "status": cmd_status, "down": cmd_down}[args.command](args)
+    except (SpecError, TargetError) as exc:
+        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: the state records where it stopped; `deployer up` resumes, "
+                      "`deployer down` cleans up.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

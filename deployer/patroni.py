@@ -1,0 +1,45 @@
+"""Reading the cluster as Patroni reports it (REST API, ``GET /cluster``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import requests
+
+from deployer.targets.base import Target
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One cluster member as Patroni reports it; ``role`` is ``leader`` or ``replica``."""
+
+    name: str
+    address: str
+    role: str
+    state: str
+    lag_bytes: int | None
+    timeline: int | None
+
+
+def cluster(target: Target, timeout: float = 3.0) -> list[Member]:
+    """The members, asking each node in turn until one answers (any member knows the whole cluster)."""
+    errors = []
+    for node in target.spec.nodes:
+        try:
+            resp = requests.get(f"{target.patroni_url(node.name)}/cluster", timeout=timeout)
+            resp.raise_for_status()
+        except requests.RequestException as exc:
+            errors.append(f"{node.name}: {exc}")
+            continue
+        return [Member(name=m["name"], address=m.get("host", ""),
+                       role="leader" if m["role"] in ("leader", "standby_leader") else "replica",
+                       state=m["state"], lag_bytes=m.get("lag") if isinstance(m.get("lag"), int) else None,
+                       timeline=m.get("timeline")) for m in resp.json().get("members", [])]
+    raise ConnectionError("no Patroni REST API answered: " + "; ".join(errors))
+
+
+def healthy(members: list[Member], nodes: int) -> bool:
+    """One running leader and every other node a streaming replica with zero lag."""
+    leaders = [m for m in members if m.role == "leader" and m.state == "running"]
+    replicas = [m for m in members if m.role == "replica" and m.state == "streaming" and m.lag_bytes == 0]
+    return len(members) == nodes and len(leaders) == 1 and len(replicas) == nodes - 1

@@ -1,0 +1,92 @@
+"""A deployed stack as suites and the CLI see it: spec, target, SSH to nodes, Patroni, SQL via the LB.
+
+``Stack.attach(name)`` builds it from the saved state; nothing here knows which target runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+from deployer import patroni
+from deployer.secrets import Secrets
+from deployer.spec import StackSpec, load_spec
+from deployer.state import StackState
+from deployer.targets import Target, TargetError, get
+
+
+class Stack:
+    """One stack: ``spec``, ``target``, ``secrets``, and ways to talk to its nodes and frontend."""
+
+    def __init__(self, spec: StackSpec, state: StackState):
+        self.spec, self.state = spec, state
+        self.target: Target = get(state.target)(spec, state)
+        self.secrets = Secrets(state.dir)
+
+    @classmethod
+    def attach(cls, name: str) -> Stack:
+        """The stack ``name`` as last deployed; TargetError if it was never provisioned."""
+        state = StackState.load(name)
+        if state is None or not state.done("provision"):
+            raise TargetError(f"no provisioned stack named {name!r}; run `deployer up --name {name}` first")
+        return cls(load_spec(state.spec_path), state)
+
+    # ----- Patroni -----
+
+    def cluster(self) -> list[patroni.Member]:
+        """The cluster as Patroni reports it."""
+        return patroni.cluster(self.target)
+
+    def leader(self) -> patroni.Member:
+        leaders = [m for m in self.cluster() if m.role == "leader"]
+        if len(leaders) != 1:
+            raise AssertionError(f"expected exactly one leader, Patroni reports {[m.name for m in leaders]}")
+        return leaders[0]
+
+    # ----- nodes -----
+
+    def ssh(self, node: str, command: str | list[str], timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a shell command on ``node`` as the admin user (prefix ``sudo`` yourself)."""
+        host = next(h for h in self.target.hosts() if h.node == node)
+        remote = command if isinstance(command, str) else shlex.join(command)
+        proc = subprocess.run(["ssh", *host.ssh_args(), f"{host.user}@{host.ssh_host}", remote],
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise TargetError(f"on {node}: `{remote}` failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc
+
+    def testinfra_host(self, node: str):
+        """A testinfra host for ``node`` over SSH (same key, same host key checking)."""
+        import testinfra
+
+        host = next(h for h in self.target.hosts() if h.node == node)
+        config = self.state.dir / "ssh_config"
+        config.write_text("".join(
+            f"Host {h.node}\n  HostName {h.ssh_host}\n  Port {h.ssh_port}\n  User {h.user}\n  IdentityFile {h.key_file}\n"
+            f"  IdentitiesOnly yes\n  UserKnownHostsFile {h.known_hosts}\n  StrictHostKeyChecking yes\n"
+            + (f"  ProxyJump {h.proxy_jump}\n" if h.proxy_jump else "") for h in self.target.hosts()))
+        return testinfra.get_host(f"ssh://{host.node}", ssh_config=str(config), sudo=True)
+
+    # ----- clients through the load balancer -----
+
+    def dsn(self, port: int, user: str = "app", dbname: str = "app") -> str:
+        """A libpq DSN to the load balancer frontend on ``port`` (holds a password: never log it)."""
+        address, _ = self.target.frontend()
+        return (f"host={address} port={port} dbname={dbname} user={user} password={self.secrets[user]} "
+                "connect_timeout=5 keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 "
+                "tcp_user_timeout=5000")
+
+    def sql(self, port: int, query: str, vantage: str = "internet") -> list[list[str | None]]:
+        """Run ``query`` through the frontend ``port`` from a vantage point; raises on a SQL error."""
+        env = {**os.environ, "PGHA_DSN": self.dsn(port)}
+        argv = [*self.target.vantage(vantage), sys.executable, "-m", "deployer.netprobe", "sql", "PGHA_DSN", query]
+        out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
+        if out.returncode != 0:
+            raise TargetError(f"SQL probe failed to run: {out.stderr.strip()[-500:]}")
+        result = json.loads(out.stdout)
+        if "error" in result:
+            raise TargetError(f"SQL through {self.target.frontend()[0]}:{port} failed: {result['error']}")
+        return result["rows"]

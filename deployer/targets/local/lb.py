@@ -1,0 +1,113 @@
+"""The load balancer: HAProxy in TCP mode in the ``lb`` namespace, standing in for Azure's Standard LB.
+
+One frontend on the public address with the spec's client ports, one backend pool ``nodes`` that
+starts EMPTY. Servers carry no port, so a connection to frontend port P goes to port P of the node,
+like an Azure LB rule with floating ports off. The pool's health probe is an HTTP check of the
+node's HAProxy health endpoint, with the spec's interval and threshold (Azure's probe semantics:
+established flows stay on a probed-down member). Members are added and removed at run time through
+the admin socket (``add server`` / ``del server``), never by rewriting the config.
+
+The binary is the VM image's own haproxy, run through the image's dynamic loader, so the host needs
+no haproxy package (whose postinst would start one in the root namespace).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+from pathlib import Path
+
+from deployer.spec import StackSpec
+from deployer.targets.base import PoolMember, TargetError
+from deployer.targets.local.cmd import run
+
+BACKEND = "nodes"
+
+
+def render_config(spec: StackSpec, frontend: str, rundir: Path) -> str:
+    """haproxy.cfg for the load balancer (empty backend pool)."""
+    binds = "\n".join(f"    bind {frontend}:{port}" for port in (spec.ports.haproxy_primary, spec.ports.haproxy_replicas))
+    return f"""global
+    stats socket {rundir}/admin.sock mode 600 level admin
+    pidfile {rundir}/haproxy.pid
+    maxconn 4000
+
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 1h
+    timeout server 1h
+    timeout check 2s
+
+frontend public
+{binds}
+    default_backend {BACKEND}
+
+backend {BACKEND}
+    balance roundrobin
+    option httpchk GET /health
+    # Members are added at stage 3 through the admin socket.
+"""
+
+
+def command(spec: StackSpec, image: Path, config: Path) -> list[str]:
+    """argv running the image's haproxy as a daemon through the image's loader."""
+    libs = ":".join(str(image / d) for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"))
+    return [str(image / "lib64/ld-linux-x86-64.so.2"), "--library-path", libs,
+            str(image / "usr/sbin/haproxy"), "-D", "-f", str(config)]
+
+
+def admin(rundir: Path, cmd: str, timeout: float = 5.0) -> str:
+    """Send one command to the admin socket and return its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(rundir / "admin.sock"))
+        except OSError as exc:
+            raise TargetError(f"the load balancer's admin socket {rundir}/admin.sock does not answer: {exc}") from exc
+        sock.sendall(cmd.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def add_member(spec: StackSpec, rundir: Path, name: str, address: str) -> None:
+    """Add a node to the pool with the probe settings on the line (dynamic servers ignore default-server)."""
+    lb = spec.load_balancer
+    answer = admin(rundir, f"add server {BACKEND}/{name} {address} check port {spec.ports.haproxy_health} "
+                           f"inter {lb.probe_interval_s}s fall {lb.probe_threshold} rise 1")
+    if "New server registered" not in answer and "Already exists" not in answer:
+        raise TargetError(f"the load balancer refused to add {name} ({address}): {answer.strip()}")
+    for cmd in (f"enable health {BACKEND}/{name}", f"enable server {BACKEND}/{name}"):
+        answer = admin(rundir, cmd)
+        if answer.strip():
+            raise TargetError(f"`{cmd}` on the load balancer said: {answer.strip()}")
+
+
+def remove_member(rundir: Path, name: str) -> None:
+    """Drain and delete a node from the pool; a no-op when it is not there."""
+    admin(rundir, f"disable server {BACKEND}/{name}")
+    admin(rundir, f"shutdown sessions server {BACKEND}/{name}")
+    admin(rundir, f"del server {BACKEND}/{name}")
+
+
+def members(spec: StackSpec, rundir: Path) -> list[PoolMember]:
+    """The pool as HAProxy reports it (``show stat``): member, address, probe status."""
+    text = admin(rundir, "show stat").lstrip("# ")
+    rows = [r for r in csv.DictReader(io.StringIO(text)) if r["pxname"] == BACKEND and r["svname"] not in ("BACKEND", "FRONTEND")]
+    by_name = {r["svname"]: r for r in rows}
+    order = [n.name for n in spec.nodes] + sorted(set(by_name) - {n.name for n in spec.nodes})
+    return [PoolMember(node=name, address=by_name[name]["addr"].split(":")[0],
+                       healthy=by_name[name]["status"].startswith("UP"))
+            for name in order if name in by_name]
+
+
+def stop(rundir: Path) -> None:
+    """Stop the load balancer's haproxy if its pidfile names a live process."""
+    pidfile = rundir / "haproxy.pid"
+    if pidfile.exists():
+        for pid in pidfile.read_text().split():
+            run(["kill", pid], check=False)
+        pidfile.unlink()

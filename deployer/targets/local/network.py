@@ -1,0 +1,123 @@
+"""The local target's network: one namespace per VM, a ``vnet`` namespace with the subnet's bridge,
+an ``lb`` namespace holding the load balancer's public frontend, a ``client`` namespace standing for
+the internet, and a management veth from the host into ``vnet`` (the host gets routes to the subnet
+and the frontend only, nothing else).
+
+Transit links are /30s carved from ``spec.local.transit_cidr``: [0] management, [1] lb, [2] client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from pathlib import Path
+
+from deployer.spec import Node, StackSpec
+from deployer.targets.local.cmd import ok, run
+
+BRIDGE = "br0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """A /30 between ``vnet`` (``inner``) and another namespace or the host (``outer``)."""
+
+    name: str
+    inner: ipaddress.IPv4Address
+    outer: ipaddress.IPv4Address
+
+
+class Layout:
+    """Every name and address of one local stack, derived from the spec alone."""
+
+    def __init__(self, spec: StackSpec, stack: str):
+        self.spec, self.stack = spec, stack
+        self.vnet, self.lb, self.client = f"{stack}-vnet", f"{stack}-lb", f"{stack}-client"
+        self.mgmt_if = f"{stack}-mgmt"
+        links = list(spec.local.transit_cidr.subnets(new_prefix=30))
+        self.mgmt, self.lb_link, self.client_link = (
+            Link(name, net[2], net[1]) for name, net in zip(("mgmt", "lb", "client"), links)
+        )
+        self.frontend = spec.local.frontend_address
+        self.gateway = spec.network.gateway
+
+    def node_ns(self, node: Node | str) -> str:
+        return f"{self.stack}-{node if isinstance(node, str) else node.name}"
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.vnet, self.lb, self.client, *(self.node_ns(n) for n in self.spec.nodes)]
+
+
+def existing_namespaces(prefix: str) -> list[str]:
+    """Named network namespaces whose name starts with ``prefix-``."""
+    out = run(["ip", "netns", "list"]).stdout
+    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(f"{prefix}-")]
+
+
+def ns_pids(ns: str) -> list[int]:
+    """Processes living in network namespace ``ns``."""
+    res = run(["ip", "netns", "pids", ns], check=False)
+    return [int(p) for p in res.stdout.split()] if res.returncode == 0 else []
+
+
+def _veth(inner_ns: str, inner: str, outer: str, outer_ns: str) -> None:
+    run(["ip", "-n", inner_ns, "link", "add", inner, "type", "veth", "peer", "name", outer, "netns", outer_ns])
+
+
+def _in(ns: str | None, *args: str) -> None:
+    run(["ip", *(["-n", ns] if ns else []), *args])
+
+
+def _up_link(ns: str | None, dev: str, addr: str | None = None) -> None:
+    if addr:
+        _in(ns, "addr", "add", addr, "dev", dev)
+    _in(ns, "link", "set", dev, "up")
+
+
+def create(layout: Layout) -> None:
+    """Build namespaces, bridge, veths, addresses and routes. Expects none of them to exist."""
+    spec = layout.spec
+    prefix = spec.network.subnet_cidr.prefixlen
+    for ns in layout.namespaces:
+        run(["ip", "netns", "add", ns])
+        _in(ns, "link", "set", "lo", "up")
+    run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=layout.vnet)
+    run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], netns=layout.vnet)
+    if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
+        run(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"], netns=layout.vnet, check=False)
+    _in(layout.vnet, "link", "add", BRIDGE, "type", "bridge")
+    _up_link(layout.vnet, BRIDGE, f"{layout.gateway}/{prefix}")
+    for node in spec.nodes:
+        ns = layout.node_ns(node)
+        _veth(layout.vnet, node.name, "eth0", ns)
+        _in(layout.vnet, "link", "set", node.name, "master", BRIDGE)
+        _up_link(layout.vnet, node.name)
+        _up_link(ns, "eth0", f"{node.address}/{prefix}")
+        _in(ns, "route", "add", "default", "via", str(layout.gateway))
+    for link, ns in ((layout.lb_link, layout.lb), (layout.client_link, layout.client)):
+        _veth(layout.vnet, link.name, "eth0", ns)
+        _up_link(layout.vnet, link.name, f"{link.inner}/30")
+        _up_link(ns, "eth0", f"{link.outer}/30")
+        _in(ns, "route", "add", "default", "via", str(link.inner))
+    _in(layout.lb, "addr", "add", f"{layout.frontend}/32", "dev", "lo")
+    _in(layout.vnet, "route", "add", f"{layout.frontend}/32", "via", str(layout.lb_link.outer))
+    # Management: the host's end of the veth gets an address and routes to our subnets only.
+    run(["ip", "link", "add", layout.mgmt_if, "type", "veth", "peer", "name", "mgmt", "netns", layout.vnet])
+    _up_link(layout.vnet, "mgmt", f"{layout.mgmt.inner}/30")
+    _up_link(None, layout.mgmt_if, f"{layout.mgmt.outer}/30")
+    for dst in (str(spec.network.subnet_cidr), f"{layout.frontend}/32"):
+        _in(None, "route", "add", dst, "via", str(layout.mgmt.inner), "dev", layout.mgmt_if)
+
+
+def set_node_link(layout: Layout, node: str, up: bool) -> None:
+    """Bring a node's bridge port up or down (a dead VM is a black hole to its peers, as on Azure)."""
+    _in(layout.vnet, "link", "set", node, "up" if up else "down")
+
+
+def destroy(layout: Layout, names: list[str]) -> None:
+    """Delete the given namespaces and the host's management veth; absent ones are skipped."""
+    for ns in names:
+        run(["ip", "netns", "delete", ns], check=False)
+    if ok(["ip", "link", "show", layout.mgmt_if]):
+        run(["ip", "link", "delete", layout.mgmt_if])

@@ -1,0 +1,155 @@
+"""The NSG as nftables in the ``vnet`` namespace, outside the VMs.
+
+Two tables, both default deny for traffic into the subnet:
+- ``inet pgha_nsg``: routed traffic (internet, load balancer, management -> subnet); stateful.
+- ``bridge pgha_nsg``: VM-to-VM traffic on the bridge. The bridge family has no conntrack here, so
+  it is stateless: a rule allowing ports P from S also lets replies from ports P back to S.
+Each spec rule becomes one nftables rule whose comment carries ``nsg:<name>:<priority>:<direction>``;
+``parse`` reads the ruleset back from ``nft -j`` into RuleInForce, deriving sources, ports and the
+verdict from the rule's expressions (what the kernel holds), not from the spec.
+A third table, ``inet pgha_fault``/``bridge pgha_fault``, holds the addresses of isolated nodes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from deployer.spec import SecurityRule, StackSpec
+from deployer.targets.base import RuleInForce
+from deployer.targets.local.network import BRIDGE, Layout
+
+TABLE, FAULT_TABLE = "pgha_nsg", "pgha_fault"
+NOT = "not "  # prefix of a negated source: "not 10.0.0.0/16" is everything outside the vnet
+
+
+def resolve_source(layout: Layout, source: str) -> tuple[str, ...]:
+    """A spec source as nftables holds it: a CIDR, or ``not <vnet>`` for Internet."""
+    vnet = str(layout.spec.network.vnet_cidr)
+    return {
+        "Any": ("0.0.0.0/0",), "*": ("0.0.0.0/0",),
+        "Internet": (NOT + vnet,),
+        "VirtualNetwork": (vnet,),
+        "AzureLoadBalancer": (f"{layout.lb_link.outer}/32",),
+        "Management": (f"{layout.mgmt.outer}/32",),
+    }.get(source) or (str(ipaddress.ip_network(source)),)
+
+
+def _saddr(sources: tuple[str, ...], field: str = "saddr") -> str:
+    if sources == ("0.0.0.0/0",):
+        return ""
+    if len(sources) == 1 and sources[0].startswith(NOT):
+        return f"ip {field} != {sources[0][len(NOT):]} "
+    return f"ip {field} {{ {', '.join(sources)} }} "
+
+
+def _l4(rule: SecurityRule, ports: list[int], field: str = "dport") -> str:
+    protos = ["tcp", "udp"] if rule.protocol == "any" else [rule.protocol]
+    if not ports:
+        return "" if rule.protocol == "any" else f"meta l4proto {rule.protocol} "
+    assert len(protos) == 1, "a rule with ports needs protocol tcp or udp"
+    return f"{protos[0]} {field} {{ {', '.join(map(str, ports))} }} "
+
+
+def _comment(rule: SecurityRule) -> str:
+    return f'comment "nsg:{rule.name}:{rule.priority}:{rule.direction}"'
+
+
+def render(layout: Layout) -> str:
+    """The complete nft script (atomic: deletes and recreates both NSG tables)."""
+    spec = layout.spec
+    subnet = str(spec.network.subnet_cidr)
+    rules = sorted(spec.security_rules, key=lambda r: (r.direction, r.priority))
+    inet, bridge = [], []
+    for rule in rules:
+        verdict = "accept" if rule.access == "allow" else "drop"
+        src = resolve_source(layout, rule.source)
+        ports = spec.rule_ports(rule)
+        if rule.direction == "inbound":
+            inet.append(f'oifname "{BRIDGE}" ip daddr {subnet} {_saddr(src)}{_l4(rule, ports)}counter {verdict} {_comment(rule)}')
+        else:
+            inet.append(f'iifname "{BRIDGE}" ip saddr {subnet} {_saddr(src, "daddr")}{_l4(rule, ports)}counter {verdict} {_comment(rule)}')
+        # VM-to-VM: only sources that can lie inside the subnet matter on the bridge.
+        inside = [s for s in src if not s.startswith(NOT) and ipaddress.ip_network(s).overlaps(spec.network.subnet_cidr)]
+        if rule.direction == "inbound" and inside:
+            bridge.append(f"{_saddr(tuple(inside))}{_l4(rule, ports)}counter {verdict} {_comment(rule)}")
+            if verdict == "accept" and ports:
+                bridge.append(f"{_saddr(tuple(inside), 'daddr')}{_l4(rule, ports, 'sport')}accept "
+                              f'comment "reply:{rule.name}"')
+    return "\n".join([
+        f"table inet {TABLE}", f"delete table inet {TABLE}",
+        f"table bridge {TABLE}", f"delete table bridge {TABLE}",
+        f"table inet {TABLE} {{",
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy drop;",
+        "    ct state established,related accept",
+        "    ct state invalid drop",
+        f'    iifname != "{BRIDGE}" oifname != "{BRIDGE}" accept comment "transit: internet, lb, management"',
+        *(f"    {r}" for r in inet),
+        f'    iifname "{BRIDGE}" accept comment "default: outbound allowed, as on Azure"',
+        "  }", "}",
+        f"table bridge {TABLE} {{",
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy drop;",
+        "    ether type arp accept",
+        *(f"    {r}" for r in bridge),
+        "  }", "}", "",
+    ])
+
+
+def render_fault_tables() -> str:
+    """Tables holding isolated nodes: their packets are dropped before any NSG rule, flows included."""
+    out = []
+    for family in ("inet", "bridge"):
+        out += [f"table {family} {FAULT_TABLE} {{",
+                "  set isolated { type ipv4_addr; }",
+                "  chain forward {",
+                "    type filter hook forward priority filter - 10; policy accept;",
+                "    ip saddr @isolated drop",
+                "    ip daddr @isolated drop",
+                "  }", "}"]
+    return "\n".join(out) + "\n"
+
+
+def _match_value(right) -> list[str]:
+    """An nft JSON match operand as a list of strings (addresses/prefixes/ports)."""
+    if isinstance(right, dict) and "set" in right:
+        return [v for item in right["set"] for v in _match_value(item)]
+    if isinstance(right, dict) and "prefix" in right:
+        return [f"{right['prefix']['addr']}/{right['prefix']['len']}"]
+    if isinstance(right, dict) and "range" in right:
+        lo, hi = right["range"]
+        return [str(p) for p in range(int(lo), int(hi) + 1)]
+    return [str(right)]
+
+
+def parse(ruleset_json: str) -> list[RuleInForce]:
+    """RuleInForce for every NSG rule in the ``inet`` table of ``nft -j list ruleset``."""
+    rules = []
+    for item in json.loads(ruleset_json).get("nftables", []):
+        rule = item.get("rule")
+        if not rule or rule["family"] != "inet" or rule["table"] != TABLE or not rule.get("comment", "").startswith("nsg:"):
+            continue
+        _, name, priority, direction = rule["comment"].split(":")
+        sources, ports, protocol, access = ["0.0.0.0/0"], [], "any", None
+        for expr in rule["expr"]:
+            if "accept" in expr:
+                access = "allow"
+            elif "drop" in expr:
+                access = "deny"
+            match = expr.get("match")
+            if not match:
+                continue
+            left = match["left"]
+            payload = left.get("payload", {})
+            src_field = "saddr" if direction == "inbound" else "daddr"
+            if payload.get("protocol") == "ip" and payload.get("field") == src_field:
+                values = [v if "/" in v else f"{v}/32" for v in _match_value(match["right"])]
+                sources = [NOT + v for v in values] if match["op"] == "!=" else values
+            elif payload.get("field") == "dport":
+                protocol, ports = payload["protocol"], [int(p) for p in _match_value(match["right"])]
+            elif left.get("meta", {}).get("key") == "l4proto":
+                protocol = str(match["right"])
+        rules.append(RuleInForce(name=name, priority=int(priority), direction=direction, access=access,
+                                 protocol=protocol, sources=tuple(sorted(sources)), ports=tuple(sorted(ports))))
+    return sorted(rules, key=lambda r: (r.direction, r.priority))

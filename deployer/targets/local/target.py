@@ -1,0 +1,245 @@
+"""The ``local`` target: the whole stack on this machine (see the modules beside this one)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from deployer.secrets import Secrets
+from deployer.targets.base import HostAccess, MissingPrerequisite, PoolMember, ProbeResult, RuleInForce, Target
+from deployer.targets.local import lb, network, nsg
+from deployer.targets.local.cmd import ok, run
+from deployer.targets.local.image import ensure_image
+from deployer.targets.local.network import Layout
+from deployer.targets.local.vm import VM, HIERARCHIES, CGROUP_ROOT
+from deployer.wait import wait_until
+
+log = logging.getLogger("deployer.local")
+IMAGE_CACHE = Path(os.environ.get("PGHA_IMAGE_CACHE", "/var/cache/pgha/images"))
+TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap", "nft": "nftables",
+         "ip": "iproute2", "ssh": "openssh-client", "ssh-keygen": "openssh-client"}
+
+
+class LocalTarget(Target):
+    """VMs are systemd-nspawn containers in network namespaces; the NSG is nftables; the LB is HAProxy."""
+
+    name = "local"
+    capabilities = frozenset({"crash_vm", "isolate", "vantage_internet"})
+
+    def __init__(self, spec, state):
+        super().__init__(spec, state)
+        self.layout = Layout(spec, state.name)
+        self.lb_dir = state.dir / "lb"
+
+    # ----- helpers -----
+
+    def vm(self, node: str) -> VM:
+        image = Path(self.state.data.get("image", "/nonexistent"))
+        return VM(self.state.name, node, self.layout.node_ns(node), image, self.state.dir / "vms" / node)
+
+    def _vms(self) -> list[VM]:
+        return [self.vm(n.name) for n in self.spec.nodes]
+
+    def _nft(self, script: str) -> None:
+        run(["nft", "-f", "-"], netns=self.layout.vnet, input=script)
+
+    # ----- stages -----
+
+    def preflight(self) -> None:
+        problems = []
+        if os.geteuid() != 0:
+            problems.append("run as root (namespaces, mounts and containers need it)")
+        missing = sorted({pkg for tool, pkg in TOOLS.items() if not shutil.which(tool)})
+        if missing:
+            problems.append(f"install the Debian packages {' '.join(missing)} (`make deps` does)")
+        if len(self.state.name) > 10:
+            problems.append(f"stack name {self.state.name!r} is too long for interface names (10 characters at most)")
+        if "overlay" not in Path("/proc/filesystems").read_text():
+            problems.append("the kernel has no overlayfs")
+        need = self.spec.local.min_free_disk_gib
+        for where in (self.state.dir.parent, IMAGE_CACHE.parent):
+            where.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(where).free / 2**30
+            if free < need:
+                problems.append(f"{where} has {free:.1f} GiB free, the stack needs {need:g} GiB")
+        if problems:
+            raise MissingPrerequisite("the local target cannot start: " + "; ".join(problems) + ". Nothing was created.")
+
+    def is_up(self) -> bool:
+        return (set(self.layout.namespaces) <= set(network.existing_namespaces(self.state.name))
+                and all(vm.running() for vm in self._vms()) and (self.lb_dir / "haproxy.pid").exists())
+
+    def provision(self) -> None:
+        from deployer.inventory import image_packages
+
+        if self.leftovers():
+            log.info("A previous stack named %s left resources behind; tearing them down first.", self.state.name)
+            self.teardown()
+        debs, pips = image_packages(self.spec)
+        image = ensure_image(debs, pips, admin_user=self.spec.admin_user, cache_root=IMAGE_CACHE,
+                             progress=lambda msg: log.info("%s", msg))
+        self.state.data["image"] = str(image)
+        self.state.save()
+        log.info("Creating namespaces %s, the bridge and the management route.", ", ".join(self.layout.namespaces))
+        network.create(self.layout)
+        log.info("Loading the NSG (%d rules, default deny) into nftables in %s.", len(self.spec.security_rules), self.layout.vnet)
+        self._nft(nsg.render(self.layout) + nsg.render_fault_tables())
+        self._start_lb(image)
+        secrets = Secrets(self.state.dir)
+        known = []
+        for vm in self._vms():
+            vm.mount()
+            key = vm.personalise(self.spec.admin_user, secrets.ssh_public_key)
+            known.append(f"{self.spec.node(vm.node).address} {key}")
+            vm.start()
+        (self.state.dir / "known_hosts").write_text("\n".join(known) + "\n")
+        log.info("Booting %d VMs; waiting for their SSH daemons.", len(known))
+        for host in self.hosts():
+            wait_until(f"SSH on {host.node} ({host.address}:22) to answer from the management address",
+                       lambda h=host: self.probe("management", h.address, h.ssh_port, 1).reachable,
+                       timeout=60, interval=0.5)
+
+    def _start_lb(self, image: Path) -> None:
+        self.lb_dir.mkdir(parents=True, exist_ok=True)
+        config = self.lb_dir / "haproxy.cfg"
+        config.write_text(lb.render_config(self.spec, str(self.layout.frontend), self.lb_dir))
+        log.info("Starting the load balancer (HAProxy, TCP mode) on %s with an empty backend pool.", self.layout.frontend)
+        run(lb.command(self.spec, image, config), netns=self.layout.lb)
+        wait_until("the load balancer's admin socket to answer", lambda: lb.admin(self.lb_dir, "show info"), timeout=10)
+
+    def hosts(self) -> list[HostAccess]:
+        return [HostAccess(node=n.name, address=str(n.address), ssh_host=str(n.address), ssh_port=self.spec.ports.ssh,
+                           user=self.spec.admin_user, key_file=self.state.dir / "id_ed25519",
+                           known_hosts=self.state.dir / "known_hosts") for n in self.spec.nodes]
+
+    def ansible_vars(self) -> dict:
+        return {"common_apt_update_cache": False, "patroni_watchdog_mode": "off"}
+
+    def attach(self) -> None:
+        present = {m.node for m in self.backend_pool()}
+        for node in self.spec.nodes:
+            if node.name not in present:
+                log.info("Adding %s (%s) to the load balancer's backend pool.", node.name, node.address)
+                lb.add_member(self.spec, self.lb_dir, node.name, str(node.address))
+        budget = self.spec.load_balancer.probe_interval_s * (self.spec.load_balancer.probe_threshold + 2)
+        wait_until("every backend pool member healthy", self.backend_pool,
+                   lambda pool: len(pool) == len(self.spec.nodes) and all(m.healthy for m in pool), timeout=budget)
+
+    # ----- read-backs -----
+
+    def security_rules(self) -> list[RuleInForce]:
+        return nsg.parse(run(["nft", "-j", "list", "ruleset"], netns=self.layout.vnet).stdout)
+
+    def resolve_source(self, source: str) -> tuple[str, ...]:
+        return nsg.resolve_source(self.layout, source)
+
+    def backend_pool(self) -> list[PoolMember]:
+        return lb.members(self.spec, self.lb_dir)
+
+    def frontend(self) -> tuple[str, int]:
+        return str(self.layout.frontend), self.spec.ports.haproxy_primary
+
+    def vantage(self, name) -> list[str]:
+        ns = {"internet": self.layout.client, "vnet": self.layout.node_ns(self.spec.nodes[0])}[name]
+        return ["ip", "netns", "exec", ns]
+
+    def probe(self, src: str, dst: str, port: int, timeout: float = 3.0) -> ProbeResult:
+        if src == "management":
+            prefix = []
+        elif src in ("internet", "vnet"):
+            prefix = self.vantage(src)
+        else:
+            prefix = ["ip", "netns", "exec", self.layout.node_ns(self.spec.node(src).name)]
+        if not prefix:
+            from deployer.netprobe import tcp
+            result = tcp(dst, port, timeout)
+        else:
+            out = run([*prefix, sys.executable, "-m", "deployer.netprobe", "tcp", dst, str(port), str(timeout)],
+                      timeout=timeout + 10).stdout
+            result = json.loads(out)
+        return ProbeResult(src=src, dst=dst, port=port, reachable=result["reachable"],
+                           seconds=round(result["seconds"], 3), detail=result["detail"])
+
+    # ----- faults -----
+
+    def crash_vm(self, node: str) -> None:
+        log.info("Crashing %s: SIGKILL to its init, and its link goes dark.", node)
+        network.set_node_link(self.layout, node, up=False)
+        self.vm(node).kill()
+
+    def start_vm(self, node: str) -> None:
+        vm = self.vm(node)
+        wait_until(f"{node}'s crashed container to be gone", lambda: not vm.launcher_pid(), timeout=15)
+        network.set_node_link(self.layout, node, up=True)
+        log.info("Starting %s again on its own disk.", node)
+        vm.start()
+        address = str(self.spec.node(node).address)
+        wait_until(f"SSH on {node} to answer after restart",
+                   lambda: self.probe("management", address, self.spec.ports.ssh, 1).reachable, timeout=60)
+
+    def _fault_set(self, verb: str, node: str) -> None:
+        address = self.spec.node(node).address
+        for family in ("inet", "bridge"):
+            run(["nft", verb, "element", family, nsg.FAULT_TABLE, "isolated", f"{{ {address} }}"],
+                netns=self.layout.vnet, check=verb == "add")
+
+    def isolate(self, node: str) -> None:
+        log.info("Isolating %s: every packet to or from it is dropped, established flows included.", node)
+        self._fault_set("add", node)
+
+    def heal(self, node: str) -> None:
+        log.info("Healing %s: its packets flow again.", node)
+        self._fault_set("delete", node)
+
+    # ----- teardown -----
+
+    def teardown(self) -> None:
+        lb.stop(self.lb_dir)
+        for vm in self._all_vm_dirs():
+            if vm.launcher_pid():
+                log.info("Stopping VM %s.", vm.node)
+                vm.stop()
+            vm.unmount()
+            vm.remove_cgroups()
+        names = network.existing_namespaces(self.state.name)
+        for ns in names:
+            for pid in network.ns_pids(ns):
+                log.info("Killing process %d left in namespace %s.", pid, ns)
+                run(["kill", "-9", str(pid)], check=False)
+        network.destroy(self.layout, names)
+        for sub in ("vms", "lb"):
+            shutil.rmtree(self.state.dir / sub, ignore_errors=True)
+
+    def _all_vm_dirs(self) -> list[VM]:
+        """Every VM this stack may have: the spec's nodes and any other directory left on disk."""
+        names = {n.name for n in self.spec.nodes}
+        vms_dir = self.state.dir / "vms"
+        if vms_dir.is_dir():
+            names |= {p.name for p in vms_dir.iterdir()}
+        return [self.vm(n) for n in sorted(names)]
+
+    def leftovers(self) -> list[str]:
+        found = [f"network namespace {ns}" for ns in network.existing_namespaces(self.state.name)]
+        if ok(["ip", "link", "show", self.layout.mgmt_if]):
+            found.append(f"host interface {self.layout.mgmt_if}")
+        prefix = str(self.state.dir) + "/"
+        found += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
+                  if line.split()[1].startswith(prefix)]
+        for vm in self._all_vm_dirs():
+            if vm.launcher_pid():
+                found.append(f"container {vm.node} (systemd-nspawn pid {vm.launcher_pid()})")
+        for h in HIERARCHIES:
+            base = CGROUP_ROOT / h
+            if base.is_dir():
+                found += [f"cgroup {p}" for p in base.rglob(f"{self.state.name}.*") if p.is_dir()]
+        pidfile = self.lb_dir / "haproxy.pid"
+        if pidfile.exists() and any(Path(f"/proc/{p}").exists() for p in pidfile.read_text().split()):
+            found.append("load balancer haproxy process")
+        tables = run(["nft", "list", "tables"], check=False).stdout
+        found += [f"nftables table in the host namespace: {t}" for t in tables.splitlines() if "pgha_" in t]
+        return found
