@@ -1,0 +1,5 @@
+"""The ``azure`` target (registered as ``Target.registry["azure"]`` on import)."""
+
+from deployer.targets.azure.target import AzureTarget
+
+__all__ = ["AzureTarget"]

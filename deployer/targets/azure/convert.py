@@ -1,0 +1,66 @@
+"""Pure mappings from ARM JSON (as the REST API returns it) to the contract's types and to readable lines."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from deployer.targets.base import RuleInForce
+
+_PROTOCOLS = {"tcp": "tcp", "udp": "udp", "*": "any", "all": "any"}
+_ANY = {"*", "0.0.0.0/0", "::/0"}  # effective rules spell "*" as 0.0.0.0/0
+_SYMBOLS = {"Create": "+", "Delete": "-", "Modify": "~", "Deploy": "!", "NoChange": "=", "Ignore": "*",
+            "Unsupported": "x"}
+
+
+def prefix(value: str) -> str:
+    """One address prefix in the form both scopes share: ``*``, a tag, or a CIDR with its length."""
+    if value in _ANY:
+        return "*"
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        return value
+
+
+def ports(single: str | None, many: list[str] | None) -> tuple[int, ...]:
+    """``80``, ``5000-5001``, ``*`` or ``0-65535`` (any of them in a list) as sorted ports; () = all."""
+    found: set[int] = set()
+    for item in ([single] if single else []) + list(many or []):
+        if item in ("*", "0-65535"):
+            return ()
+        low, _, high = item.partition("-")
+        found.update(range(int(low), int(high or low) + 1))
+    return tuple(sorted(found))
+
+
+def rule(raw: dict, scope: str) -> RuleInForce:
+    """An NSG rule (``{name, properties}``) or an effective rule (flat, ``securityRules/<name>``)."""
+    p = raw.get("properties", raw)
+    sources = [p["sourceAddressPrefix"]] if p.get("sourceAddressPrefix") else []
+    sources += p.get("sourceAddressPrefixes") or []
+    return RuleInForce(
+        name=raw["name"].rpartition("/")[2], priority=int(p["priority"]),
+        direction=p["direction"].lower(), access=p["access"].lower(),
+        protocol=_PROTOCOLS.get(p["protocol"].lower(), p["protocol"].lower()),
+        sources=tuple(dict.fromkeys(prefix(s) for s in sources)) or ("*",),
+        ports=ports(p.get("destinationPortRange"), p.get("destinationPortRanges")), scope=scope)
+
+
+def short_id(resource_id: str) -> str:
+    """``Microsoft.Network/networkSecurityGroups/pgha-nsg`` from a full resource id."""
+    head, sep, tail = resource_id.rpartition("/providers/")
+    return tail if sep else resource_id.rpartition("/resourceGroups/")[2] or resource_id
+
+
+def what_if_lines(result: dict) -> list[str]:
+    """One line per change of a what-if result, az-style: ``+ Create <type>/<name>`` and, for a
+    modification, the changed property paths."""
+    lines = []
+    for change in result.get("properties", {}).get("changes", []) or []:
+        kind = change.get("changeType", "?")
+        line = f"{_SYMBOLS.get(kind, '?')} {kind} {short_id(change.get('resourceId', '?'))}"
+        paths = [d["path"] for d in change.get("delta") or [] if d.get("propertyChangeType") != "NoEffect"]
+        if paths:
+            line += f" ({', '.join(paths)})"
+        lines.append(line)
+    return lines

@@ -1,0 +1,63 @@
+"""Azure SDK exceptions turned into one readable sentence naming the operation and the resource."""
+
+from __future__ import annotations
+
+import contextlib
+
+from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceExistsError,
+                                   ResourceNotFoundError, ServiceRequestError)
+
+from deployer.targets.base import MissingPrerequisite, TargetError
+
+NO_CREDENTIAL = ("no usable Azure credential: sign in with `az login` (or set AZURE_CLIENT_ID, "
+                 "AZURE_TENANT_ID and a federated token or secret), or run in Azure DevOps with a "
+                 "workload-identity service connection; nothing was created")
+
+
+def platform_says(exc: HttpResponseError) -> str:
+    """``Code: message`` of an ARM error, with its details (where deployments put the real cause)."""
+    err = exc.error
+    if err is None or not (err.code or err.message):
+        return (exc.message or str(exc)).splitlines()[0]
+    parts = [f"{err.code}: {err.message}"]
+    for detail in (err.details or [])[:5]:
+        parts.append(f"{detail.code}: {detail.message}")
+    return "; ".join(parts)
+
+
+def _lro_failed(exc: HttpResponseError) -> bool:
+    try:
+        return exc.response is not None and exc.response.json().get("status") in ("Failed", "Canceled")
+    except Exception:  # noqa: BLE001 - the body is not JSON, so not an LRO status
+        return False
+
+
+@contextlib.contextmanager
+def azure_errors(operation: str, resource: str):
+    """Translate exceptions raised inside into TargetError (MissingPrerequisite for no credential).
+
+    ``operation`` is a verb phrase ("deploy", "read the NSG"), ``resource`` what it acts on.
+    """
+    try:
+        yield
+    except ClientAuthenticationError as exc:
+        if exc.response is None:  # raised by the credential itself, before any request
+            raise MissingPrerequisite(f"cannot {operation} {resource}: {NO_CREDENTIAL}") from None
+        raise TargetError(f"cannot {operation} {resource}: Azure rejected the credential (401, "
+                          f"{platform_says(exc)}); sign in again or check the service connection") from None
+    except ResourceNotFoundError as exc:
+        raise TargetError(f"cannot {operation} {resource}: not found (404, {platform_says(exc)})") from None
+    except ResourceExistsError as exc:
+        raise TargetError(f"cannot {operation} {resource}: conflict (409, {platform_says(exc)}); "
+                          "another operation may be running on it, retry when it has finished") from None
+    except HttpResponseError as exc:
+        if _lro_failed(exc):
+            raise TargetError(f"{operation} {resource} failed in Azure: {platform_says(exc)}") from None
+        if exc.status_code == 403:
+            raise TargetError(f"cannot {operation} {resource}: permission denied (403, {platform_says(exc)}); "
+                              "the identity needs Contributor on the subscription or resource group") from None
+        if exc.status_code == 409:
+            raise TargetError(f"cannot {operation} {resource}: conflict (409, {platform_says(exc)})") from None
+        raise TargetError(f"cannot {operation} {resource}: HTTP {exc.status_code} ({platform_says(exc)})") from None
+    except ServiceRequestError as exc:
+        raise TargetError(f"cannot {operation} {resource}: Azure Resource Manager is unreachable ({exc})") from None
