@@ -3,6 +3,7 @@
     deployer up     [--target local|azure] [--spec FILE] [--name NAME] [--from STAGE] [--until STAGE] [--what-if]
     deployer status [--name NAME] [--json]
     deployer down   [--name NAME]
+    deployer image  [--spec FILE]
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--name", help="stack name (default: the default spec's name)")
         if name == "status":
             sp.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
+    img = sub.add_parser("image", help="bake the local VM image (cached by content hash)")
+    img.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="stack spec file (default: stack.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every command run")
     return p
 
@@ -65,6 +68,20 @@ def cmd_up(args) -> int:
         stages.up(state, target, from_stage=args.from_stage, until=args.until,
                   progress=lambda msg: spinner.update(f"[bold]{name}[/]: {msg}"))
     _print_status(status.collect(state, target))
+    return 0
+
+
+def cmd_image(args) -> int:
+    from deployer.inventory import image_packages
+    from deployer.targets.local.image import ensure_image
+    from deployer.targets.local.target import IMAGE_CACHE
+
+    spec = load_spec(args.spec)
+    debs, pips = image_packages(spec)
+    with console.status("[bold]VM image") as spinner:
+        path = ensure_image(debs, pips, admin_user=spec.admin_user, cache_root=IMAGE_CACHE,
+                            progress=lambda msg: (log.info("%s", msg), spinner.update(f"[bold]VM image[/]: {msg}")))
+    console.print(f"VM image ready: {path}")
     return 0
 
 
@@ -118,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False, markup=False)])
     try:
-        return {"up": cmd_up, "status": cmd_status, "down": cmd_down}[args.command](args)
+        return {"up": cmd_up, "status": cmd_status, "down": cmd_down, "image": cmd_image}[args.command](args)
     except (SpecError, TargetError) as exc:
         console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         return 2

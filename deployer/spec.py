@@ -210,9 +210,10 @@ class StackSpec(Strict):
         known = set(Ports.model_fields)
         priorities: dict[tuple[str, int], str] = {}
         for i, rule in enumerate(self.security_rules):
-            for port in rule.ports:
-                if isinstance(port, str) and port not in known:
-                    errors.append(f"security_rules.{i}.ports: unknown port name {port!r}")
+            unknown = [p for p in rule.ports if isinstance(p, str) and p not in known]
+            if unknown:
+                errors.append(f"security_rules.{i}.ports: unknown port name {unknown[0]!r}")
+                continue
             key = (rule.direction, rule.priority)
             if key in priorities:
                 errors.append(f"security_rules.{i}.priority: {rule.priority} is already used by {priorities[key]}")

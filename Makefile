@@ -1,0 +1,53 @@
+# Every target installs what it needs itself and is safe to re-run.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+NAME ?= pgha
+DEBS := systemd-container debootstrap nftables iproute2 openssh-client
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: drill test unit e2e deps venv checkov image bench-deploy lint down clean
+
+## drill: deploy the staged stack on the local target, run the suites, write reports/, tear down
+drill: deps venv image
+	@set -o pipefail; trap '$(PY) -m deployer.cli down --name $(NAME)' EXIT; \
+	$(PY) -m deployer.cli up --name $(NAME) && \
+	$(PY) -m pytest suites --stack $(NAME) -p no:cacheprovider --junitxml=reports/$(NAME)/junit.xml
+
+## test: the project's tests: unit tests first, then a real local deploy, its checks and teardown
+test: deps venv checkov image
+	$(PY) -m pytest tests -m "not e2e" -p no:cacheprovider -q
+	$(PY) -m pytest tests -m e2e -p no:cacheprovider -v
+
+unit: venv
+	$(PY) -m pytest tests -m "not e2e" -p no:cacheprovider -q
+
+deps:
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+checkov: .venv-checkov/.installed
+.venv-checkov/.installed: requirements-checkov.txt
+	test -x .venv-checkov/bin/python || python3 -m venv .venv-checkov
+	.venv-checkov/bin/pip install -q -r requirements-checkov.txt
+	touch $@
+
+## image: bake the VM image (cached by content hash under /var/cache/pgha/images)
+image: deps venv
+	$(PY) -m deployer.cli image
+
+bench-deploy: deps venv
+	$(PY) -m deployer.bench --name $(NAME)
+
+lint: venv
+	cd ansible && ../$(VENV)/bin/ansible-lint
+
+down: venv
+	$(PY) -m deployer.cli down --name $(NAME)

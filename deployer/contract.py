@@ -1,0 +1,61 @@
+"""One set of checks on a target's read-backs, run against every target (local for real, Azure
+through its contract tests), so no suite ever needs to know which target it talks to.
+
+Each check compares what the platform reports with what the spec expects and raises AssertionError
+naming the expected and the seen value.
+"""
+
+from __future__ import annotations
+
+from deployer.spec import PROTECTED_PORTS
+from deployer.targets.base import PoolMember, RuleInForce, Target
+
+
+def is_internet(source: str) -> bool:
+    """True when a reported source admits addresses on the internet."""
+    return source in ("*", "0.0.0.0/0", "Internet", "Any") or source.startswith("not ")
+
+
+def check_security_rules(target: Target) -> list[RuleInForce]:
+    """Every spec rule is in force as written, and nothing opens a protected port to the internet."""
+    spec = target.spec
+    rules = target.security_rules()
+    assert rules and all(isinstance(r, RuleInForce) for r in rules), f"expected RuleInForce items, got {rules!r}"
+    in_force = {r.name: r for r in rules if r.scope == "nsg"}
+    for rule in spec.security_rules:
+        got = in_force.get(rule.name)
+        assert got is not None, f"rule {rule.name} missing; the platform reports {sorted(in_force)}"
+        expected = (rule.priority, rule.direction, rule.access, rule.protocol,
+                    tuple(sorted(target.resolve_source(rule.source))), tuple(spec.rule_ports(rule)))
+        seen = (got.priority, got.direction, got.access, got.protocol, tuple(sorted(got.sources)), got.ports)
+        assert seen == expected, f"rule {rule.name}: expected {expected}, the platform reports {seen}"
+    protected = {getattr(spec.ports, p) for p in PROTECTED_PORTS}
+    for r in rules:
+        if r.direction == "inbound" and r.access == "allow" and any(is_internet(s) for s in r.sources):
+            opened = protected if not r.ports else protected & set(r.ports)
+            assert not opened, f"rule {r.name} ({r.scope}) opens {sorted(opened)} to {r.sources}"
+    return rules
+
+
+def check_backend_pool(target: Target, expect_members: bool) -> list[PoolMember]:
+    """The pool holds every spec node (or none before attach), each reported with its health."""
+    pool = target.backend_pool()
+    assert all(isinstance(m, PoolMember) for m in pool), f"expected PoolMember items, got {pool!r}"
+    expected = [(n.name, str(n.address)) for n in target.spec.nodes] if expect_members else []
+    seen = [(m.node, m.address) for m in pool]
+    assert seen == expected, f"backend pool: expected {expected}, the load balancer reports {seen}"
+    return pool
+
+
+def check_leftovers(target: Target) -> list[str]:
+    """``leftovers`` answers with readable lines."""
+    left = target.leftovers()
+    assert isinstance(left, list) and all(isinstance(x, str) for x in left), f"expected list[str], got {left!r}"
+    return left
+
+
+def check_readbacks(target: Target, expect_members: bool = True) -> None:
+    """All read-back checks of the contract."""
+    check_security_rules(target)
+    check_backend_pool(target, expect_members)
+    check_leftovers(target)

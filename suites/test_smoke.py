@@ -1,0 +1,64 @@
+"""Smoke checks right after a deploy (``pytest -m smoke``): the stack is up, routed and closed."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from deployer import contract, patroni
+from deployer.wait import wait_until
+
+pytestmark = pytest.mark.smoke
+
+
+def test_one_leader_and_streaming_replicas(stack):
+    n = len(stack.spec.nodes)
+    members = wait_until(f"one running leader and {n - 1} streaming replicas with lag 0 (Patroni /cluster)",
+                         stack.cluster, lambda m: patroni.healthy(m, n), timeout=stack.spec.patroni.ttl * 2)
+    assert len({m.timeline for m in members}) == 1, f"timelines disagree: {members}"
+
+
+def test_every_node_healthy_in_the_load_balancer(stack):
+    lb = stack.spec.load_balancer
+    pool = wait_until("every backend pool member healthy", stack.target.backend_pool,
+                      lambda p: len(p) == len(stack.spec.nodes) and all(m.healthy for m in p),
+                      timeout=lb.probe_interval_s * (lb.probe_threshold + 2))
+    contract.check_backend_pool(stack.target, expect_members=True)
+    assert [m.node for m in pool] == [n.name for n in stack.spec.nodes]
+
+
+def test_security_rules_in_force_match_the_spec(stack):
+    contract.check_security_rules(stack.target)
+
+
+def test_write_lands_on_leader_and_reads_back_from_a_replica(stack):
+    ports = stack.spec.ports
+    key = uuid.uuid4().hex
+    stack.sql(ports.haproxy_primary, "CREATE TABLE IF NOT EXISTS smoke (key text PRIMARY KEY, at timestamptz DEFAULT now())")
+    [[written_on]] = stack.sql(ports.haproxy_primary,
+                               f"INSERT INTO smoke (key) VALUES ('{key}') RETURNING host(inet_server_addr())")
+    leader = stack.leader()
+    assert written_on == leader.address, f"write answered by {written_on}, Patroni's leader is {leader.name} ({leader.address})"
+    replicas = {m.address for m in stack.cluster() if m.role == "replica"}
+
+    def read_back():
+        return stack.sql(ports.haproxy_replicas,
+                         f"SELECT host(inet_server_addr()), pg_is_in_recovery() FROM smoke WHERE key = '{key}'")
+
+    rows = wait_until(f"row {key} readable through port {ports.haproxy_replicas}", read_back, lambda r: len(r) == 1,
+                      timeout=10)
+    served_by, in_recovery = rows[0]
+    assert served_by in replicas and in_recovery == "True", \
+        f"read answered by {served_by} (in recovery: {in_recovery}); replicas are {sorted(replicas)}"
+
+
+@pytest.mark.parametrize("port_name", ["ssh", "postgres", "etcd_client", "patroni"])
+def test_protected_ports_closed_from_the_internet(stack, port_name):
+    port = getattr(stack.spec.ports, port_name)
+    address, frontend_port = stack.target.frontend()
+    control = stack.target.probe("internet", address, frontend_port)
+    assert control.reachable, f"control probe to the frontend {address}:{frontend_port} failed: {control.detail}"
+    for node in stack.spec.nodes:
+        result = stack.target.probe("internet", str(node.address), port, timeout=2)
+        assert not result.reachable, f"{node.name}:{port} ({port_name}) is reachable from the internet"

@@ -1,0 +1,107 @@
+"""The spec model: the shipped stack.yaml is valid; bad input is refused naming the field."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from deployer.spec import DEFAULT_SPEC, SpecError, load_spec, parse_spec
+
+RAW = yaml.safe_load(DEFAULT_SPEC.read_text())
+
+
+def changed(path: str, value):
+    """A copy of the shipped spec with one dotted path set (``None`` deletes it)."""
+    raw = copy.deepcopy(RAW)
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    if isinstance(node, list):
+        node[int(last)] = value
+    elif value is None:
+        node.pop(last)
+    else:
+        node[last] = value
+    return raw
+
+
+def test_shipped_spec_is_valid():
+    spec = load_spec()
+    assert [n.name for n in spec.nodes] == ["pg1", "pg2", "pg3"]
+    assert spec.rule_ports(spec.security_rules[0]) == [spec.ports.haproxy_primary, spec.ports.haproxy_replicas]
+    assert spec.network.gateway.exploded == "10.0.1.1"
+
+
+def test_failover_budget_comes_from_patroni_and_health_checks():
+    spec = load_spec()
+    expected = (spec.patroni.ttl + spec.patroni.loop_wait
+                + spec.haproxy.check_inter_ms * spec.haproxy.check_fall / 1000
+                + spec.load_balancer.probe_interval_s * spec.load_balancer.probe_threshold)
+    assert spec.crash_failover_budget_s == expected
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("colour", "blue", "colour: unknown key"),
+    ("patroni.ttl_seconds", 30, "patroni.ttl_seconds: unknown key"),
+    ("network.subnet_cidr", "10.0.1.0/33", "network.subnet_cidr"),
+    ("network.subnet_cidr", "10.0.1.7/24", "network.subnet_cidr"),
+    ("network.subnet_cidr", "10.9.0.0/24", "not inside vnet_cidr"),
+    ("nodes", [{"name": "a", "address": "10.0.1.4"}, {"name": "b", "address": "10.0.1.5"}], "at least 3"),
+    ("nodes", [{"name": f"n{i}", "address": f"10.0.1.{4 + i}"} for i in range(4)], "odd number"),
+    ("nodes.1", {"name": "pg1", "address": "10.0.1.9"}, "duplicate node name: pg1"),
+    ("nodes.2", {"name": "pg3", "address": "10.0.2.6"}, "nodes.2.address"),
+    ("nodes.0", {"name": "pg1", "address": "10.0.1.1"}, "reserved"),
+    ("ports.patroni", 5432, "ports.patroni (5432) clashes with ports.postgres"),
+    ("patroni.ttl", 10, "patroni.ttl"),
+    ("patroni.loop_wait", 15, "ttl (20) must be at least"),
+    ("security_rules.0.source", "everyone", "neither a CIDR nor"),
+    ("security_rules.0.ports", ["haproxy_primary", "mysql"], "unknown port name 'mysql'"),
+    ("security_rules.1.priority", 100, "priority: 100 is already used"),
+    ("azure.admin_cidr", "0.0.0.0/0", "azure.admin_cidr"),
+    ("local.transit_cidr", "10.0.200.0/24", "overlaps network.vnet_cidr"),
+])
+def test_invalid_spec_is_refused_naming_the_field(path, value, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec(changed(path, value))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("source", ["*", "Any", "Internet", "0.0.0.0/0"])
+@pytest.mark.parametrize("port", ["postgres", "etcd_client", "patroni", "ssh", "etcd_peer"])
+def test_rule_opening_a_protected_port_to_everyone_is_refused(source, port):
+    raw = changed("security_rules.0", {"name": "oops", "priority": 150, "access": "allow",
+                                         "source": source, "ports": [port]})
+    with pytest.raises(SpecError, match=r"security_rules\.0 \(oops\): opens " + port):
+        parse_spec(raw)
+
+
+def test_open_rule_without_ports_opens_everything_and_is_refused():
+    raw = changed("security_rules.0", {"name": "all", "priority": 150, "access": "allow", "protocol": "any",
+                                         "source": "Internet", "ports": []})
+    with pytest.raises(SpecError, match="opens etcd_client, etcd_peer, patroni, postgres, ssh"):
+        parse_spec(raw)
+
+
+def test_deny_from_everyone_and_allow_from_a_cidr_are_fine():
+    raw = changed("security_rules.0", {"name": "office", "priority": 150, "access": "allow",
+                                         "source": "192.0.2.0/28", "ports": ["postgres"]})
+    assert parse_spec(raw).security_rules[0].source == "192.0.2.0/28"
+
+
+def test_every_error_is_listed_at_once():
+    raw = changed("colour", "blue")
+    raw["ports"]["patroni"] = 5432
+    with pytest.raises(SpecError) as err:
+        parse_spec(raw)
+    assert "colour" in str(err.value) and "ports" in str(err.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("nodes: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(tmp_path / "bad.yaml")
