@@ -1,0 +1,86 @@
+"""The real thing: deploy the staged stack on the local target, check it, converge again, tear down.
+
+Runs only with ``-m e2e`` (``make test`` does), as root. The tests run in file order and share one
+stack; the module fixture tears it down even when a test fails or the run is interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deployer.spec import load_spec
+from deployer.state import StackState
+
+pytestmark = pytest.mark.e2e
+NAME = "pgha"
+SPEC = load_spec()
+
+
+def deployer(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "deployer.cli", *args], capture_output=True, text=True)
+    sys.stderr.write(proc.stderr[-6000:])
+    if check:
+        assert proc.returncode == 0, f"deployer {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def deployed():
+    try:
+        deployer("up", "--name", NAME)
+        yield StackState.load(NAME)
+    finally:
+        deployer("down", "--name", NAME, check=False)
+
+
+def test_invalid_spec_is_refused_before_anything_is_created(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path("stack.yaml").read_text().replace("subnet_cidr: 10.0.1.0/24", "subnet_cidr: 10.0.1.0/33"))
+    proc = deployer("up", "--spec", str(bad), "--name", "badspec", check=False)
+    assert proc.returncode == 2 and "network.subnet_cidr" in proc.stderr
+    assert "badspec-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not StackState.path_for("badspec").exists()
+
+
+def test_stages_recorded_and_pool_empty_after_provision(deployed):
+    state = StackState.load(NAME)
+    assert all(state.stages[s].ok for s in ("provision", "configure", "attach", "verify")), state.summary()
+    assert state.stages["provision"].lb_members == [], "the backend pool must be empty after provision"
+    assert [m["node"] for m in state.stages["attach"].lb_members] == [n.name for n in SPEC.nodes]
+
+
+def test_status_json_shows_a_healthy_cluster_and_pool(deployed):
+    status = json.loads(deployer("status", "--name", NAME, "--json").stdout)
+    roles = sorted((n["role"], n["state"]) for n in status["nodes"])
+    assert roles == [("leader", "running"), ("replica", "streaming"), ("replica", "streaming")], status["nodes"]
+    assert all(n["lag_bytes"] == 0 for n in status["nodes"] if n["role"] == "replica"), status["nodes"]
+    assert [(m["node"], m["healthy"]) for m in status["load_balancer"]["members"]] == [(n.name, True) for n in SPEC.nodes]
+    assert status["load_balancer"]["frontend"] == f"{SPEC.local.frontend_address}:{SPEC.ports.haproxy_primary}"
+    assert set(status["stages"]) == {"provision", "configure", "attach", "verify"}
+
+
+def test_smoke_suite_passes_against_the_stack(deployed):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites", "-m", "smoke", "--stack", NAME, "-q",
+                           "-p", "no:cacheprovider"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+
+
+def test_second_up_keeps_the_vms_and_converges_with_no_change(deployed):
+    deployer("up", "--name", NAME)
+    state = StackState.load(NAME)
+    assert state.stages["configure"].facts["changed"] == 0, state.stages["configure"].facts
+    assert state.stages["verify"].ok
+
+
+def test_down_leaves_nothing_behind(deployed):
+    proc = deployer("down", "--name", NAME)
+    assert "is gone" in proc.stderr
+    assert f"{NAME}-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "/var/lib/pgha/" not in Path("/proc/mounts").read_text()
+    assert subprocess.run(["pgrep", "-f", f"systemd-nspawn.*/var/lib/pgha/{NAME}/"]).returncode == 1
+    assert not list(Path("/sys/fs/cgroup/unified").glob(f"**/{NAME}.*"))
