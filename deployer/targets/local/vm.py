@@ -66,6 +66,7 @@ class VM:
         """Hostname, a fresh SSH host key and the admin's authorized key; returns the host public key."""
         etc = self.root / "etc"
         (etc / "hostname").write_text(self.node + "\n")
+        (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{self.node}\n")
         key = etc / "ssh" / "ssh_host_ed25519_key"
         if not key.exists():
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{self.node}", "-f", str(key)])
