@@ -80,9 +80,9 @@ def add_member(spec: StackSpec, rundir: Path, name: str, address: str) -> None:
                            f"inter {lb.probe_interval_s}s fall {lb.probe_threshold} rise 1")
     if "New server registered" not in answer and "Already exists" not in answer:
         raise TargetError(f"the load balancer refused to add {name} ({address}): {answer.strip()}")
-    # A new server starts UP; mark it down so it is only healthy once a probe has passed.
-    for cmd in (f"enable health {BACKEND}/{name}", f"set server {BACKEND}/{name} health down",
-                f"enable server {BACKEND}/{name}"):
+    # A new server leaves maintenance UP; mark it down at once so it serves only once a probe passed.
+    for cmd in (f"enable health {BACKEND}/{name}", f"enable server {BACKEND}/{name}",
+                f"set server {BACKEND}/{name} health down"):
         answer = admin(rundir, cmd)
         if answer.strip():
             raise TargetError(f"`{cmd}` on the load balancer said: {answer.strip()}")
