@@ -2,9 +2,10 @@
 
 One resource group per stack, ``rg-<stack name>``, tagged ``stack``, ``expires`` and ``created-by``;
 every resource in it carries the same tags (the Bicep gets them as a parameter). Stage 1 deploys
-``bicep/main.bicep`` with ``joinPool=false`` (NICs without a pool reference), stage 3 redeploys it
-with ``true``: on Azure, pool membership lives on the NIC. Each deployment is previewed with what-if
-first and its changes logged. SSH reaches each VM through the load balancer's inbound NAT rules.
+``bicep/main.bicep`` with ``joinBackendPool=false`` (NICs without a pool reference), stage 3
+redeploys it with ``true``: on Azure, pool membership lives on the NIC. Each deployment is previewed
+with what-if first and its changes logged. The VMs have no public address: SSH reaches each through
+the load balancer's inbound NAT rule, and Patroni's REST API through an SSH tunnel.
 
 Destructive work is fenced: the subscription must be in ``azure.subscription_allow_list``, and
 faults and teardown refuse a resource group whose tags do not say the deployer created it for this
@@ -13,6 +14,7 @@ stack. Every SDK error becomes a TargetError naming the operation and the resour
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import functools
 import logging
@@ -24,7 +26,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-import tenacity
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
 
 from deployer.secrets import Secrets
@@ -33,8 +34,10 @@ from deployer.state import StackState, write_private
 from deployer.targets.azure import bicep, convert
 from deployer.targets.azure.errors import NO_CREDENTIAL, azure_errors
 from deployer.targets.azure.identity import ARM_SCOPE, AzureEnv
+from deployer.netprobe import tcp
 from deployer.targets.base import (HostAccess, MissingPrerequisite, PoolMember, ProbeResult, RuleInForce,
                                    Target, TargetError)
+from deployer.wait import WaitTimeout, wait_until
 
 log = logging.getLogger("deployer.azure")
 
@@ -43,7 +46,7 @@ OUTPUTS = ("nodes", "frontendIp", "loadBalancerName", "backendPoolName", "nsgNam
 #: NSG priorities the isolation deny rules take (the lowest free ones, per direction).
 ISOLATION_PRIORITIES = range(100, 110)
 HOST_KEY_DEADLINE_S = 600
-HOST_KEY_POLL_S = 5
+TUNNEL_DEADLINE_S = 10
 
 
 def _nic_of(resource_id: str) -> str:
@@ -89,7 +92,7 @@ class AzureTarget(Target):
     Everything a test needs to fake is a keyword argument: ``credential`` (any TokenCredential),
     ``subscription_id``, ``environ`` (instead of ``os.environ``), ``client_kwargs`` (passed to every
     SDK client: ``transport=``, ``polling_interval=0``, ``retry_total=0``), ``compiler`` (path ->
-    ARM JSON, instead of the Bicep CLI), ``which``, ``run`` (instead of ``subprocess.run``, for SSH),
+    ARM JSON, instead of the Bicep CLI), ``which``, ``run``/``popen`` (instead of ``subprocess``'s, for SSH),
     ``keyscan`` ((host, port) -> known_hosts lines), ``clock`` (-> aware UTC datetime), ``secrets``.
     """
 
@@ -100,6 +103,7 @@ class AzureTarget(Target):
                  environ: Mapping[str, str] | None = None, client_kwargs: dict | None = None,
                  compiler: bicep.Compiler | None = None, which: Callable[[str], str | None] = shutil.which,
                  run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+                 popen: Callable[..., subprocess.Popen] = subprocess.Popen,
                  keyscan: Callable[[str, int], str] | None = None,
                  clock: Callable[[], datetime.datetime] | None = None, secrets: Secrets | None = None):
         super().__init__(spec, state)
@@ -109,7 +113,9 @@ class AzureTarget(Target):
         self._client_kwargs = client_kwargs or {}
         self._compiler_given = compiler is not None
         self._compile = compiler or bicep.cli_compiler(which)
-        self._which, self._run = which, run
+        self._which, self._run, self._popen = which, run, popen
+        self._tunnels: dict[str, tuple[subprocess.Popen, int]] = {}
+        atexit.register(self.close)
         self._keyscan = keyscan or self._ssh_keyscan
         self._clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc))
         self._secrets = secrets
@@ -235,31 +241,53 @@ class AzureTarget(Target):
         if problems:
             raise MissingPrerequisite("azure preflight failed, nothing was created:\n  - " + "\n  - ".join(problems))
 
-    def provision(self, *, what_if_only: bool = False) -> list[str]:
-        """Stage 1, converging: create or update ``rg-<stack>`` with the stack's tags (``expires`` =
-        now + ``azure.expiry_hours``), preview the deployment with what-if (changes logged), then
-        deploy ``main.bicep`` incrementally with ``joinPool=false``, record its outputs in
-        ``state.data["outputs"]`` and trust each VM's SSH host key on first use (``ssh-keyscan``
-        through its NAT port, until the deadline). An existing stack is updated, not recreated; a
-        same-named group the deployer did not create is refused.
-
-        ``what_if_only`` (``deployer up --what-if``): preview only, nothing created or changed (no
-        PUT is sent). Without the group yet, the preview runs at subscription scope over a wrapper
-        that creates the group and deploys into it. Returns the change lines in both modes."""
+    def what_if(self) -> list[str]:
+        """What ``provision`` would create or change, one az-style line per resource (``+ Create
+        Microsoft.Network/loadBalancers/pgha-lb``), also logged; creates and changes nothing in
+        Azure (no PUT is sent; the stack's SSH key is generated locally if new, as ``up`` would).
+        Without the resource group yet, the preview runs at subscription scope over a wrapper that
+        creates the group and deploys into it; a foreign group of the same name is refused."""
         self._require_allowed()
         template, group = self._template(), self._group()
         if group is not None:
             self._refuse_foreign(group, f"deploy stack {self.spec.name} into it")
         tags = self._tags()
-        if what_if_only:
-            return self._what_if(template, self._parameters(False, tags), tags, group_exists=group is not None)
+        return self._what_if(template, self._parameters(False, tags), tags, group_exists=group is not None)
+
+    def is_up(self) -> bool:
+        """True when the deployment's outputs are recorded, the group is ours and every VM runs."""
+        if "outputs" not in self.state.data or (group := self._group()) is None:
+            return False
+        self._refuse_foreign(group, f"use resource group {self.resource_group}")
+        for node in self.outputs["nodes"]:
+            with azure_errors("read the instance view of", f"VM {node['vmName']}"):
+                try:
+                    view = self._az.compute.virtual_machines.instance_view(
+                        self.resource_group, node["vmName"]).as_dict()
+                except ResourceNotFoundError:
+                    return False
+            if "PowerState/running" not in {st.get("code") for st in view.get("statuses") or []}:
+                return False
+        return True
+
+    def provision(self) -> None:
+        """Stage 1, converging: create or update ``rg-<stack>`` with the stack's tags (``expires`` =
+        now + ``azure.expiry_hours``), preview the deployment with what-if (changes logged), deploy
+        ``main.bicep`` incrementally with ``joinBackendPool=false``, record its outputs in
+        ``state.data["outputs"]``, and trust each VM's SSH host key on first use (``ssh-keyscan``
+        through its NAT port until sshd answers). An existing stack is updated in place, not
+        recreated; a same-named group the deployer did not create is refused."""
+        self._require_allowed()
+        template, group = self._template(), self._group()
+        if group is not None:
+            self._refuse_foreign(group, f"deploy stack {self.spec.name} into it")
+        tags = self._tags()
         with azure_errors("create or update", f"resource group {self.resource_group}"):
             self._az.resources.resource_groups.create_or_update(
                 self.resource_group, {"location": self.spec.azure.location, "tags": tags})
         self._record(resource_group=self.resource_group, subscription_id=self._subscription_id, tags=tags)
-        lines = self._deploy(template, join_pool=False, tags=tags)
+        self._deploy(template, join_pool=False, tags=tags)
         self._trust_host_keys()
-        return lines
 
     def _what_if(self, template: dict, parameters: dict, tags: dict, *, group_exists: bool) -> list[str]:
         props = {"mode": "Incremental", "template": template, "parameters": parameters}
@@ -309,7 +337,7 @@ class AzureTarget(Target):
         if missing:
             raise TargetError(f"{where} succeeded but lacks the outputs {', '.join(missing)}: check bicep/main.bicep")
         self._record(outputs=outputs)
-        log.info("%s succeeded (joinPool=%s): frontend %s, nodes %s", where, join_pool, outputs["frontendIp"],
+        log.info("%s succeeded (joinBackendPool=%s): frontend %s, nodes %s", where, join_pool, outputs["frontendIp"],
                  ", ".join(f"{n['name']}={n['privateIp']}" for n in outputs["nodes"]))
         return lines
 
@@ -319,30 +347,29 @@ class AzureTarget(Target):
         return done.stdout if done.returncode == 0 else ""
 
     def _trust_host_keys(self) -> None:
-        """Trust on first use: record each VM's host key as offered through its NAT port, retrying
-        until the VM's sshd answers or the deadline passes (each ssh-keyscan bounds its own wait)."""
-        poll = tenacity.Retrying(stop=tenacity.stop_after_delay(HOST_KEY_DEADLINE_S),
-                                 wait=tenacity.wait_fixed(HOST_KEY_POLL_S),
-                                 retry=tenacity.retry_if_result(lambda found: not found),
-                                 retry_error_callback=lambda _: "")
-        lines: list[str] = []
+        """Trust on first use: record each VM's host key as its sshd offers it through the NAT port,
+        polling until it answers (the VM may still boot)."""
+        lines = []
         for host in self.hosts():
-            lines.append(poll(lambda: self._keyscan(host.ssh_host, host.ssh_port).strip()))
-            if not lines[-1]:
-                raise TargetError(f"{host.node}: no SSH host key from {host.ssh_host}:{host.ssh_port} within "
-                                  f"{HOST_KEY_DEADLINE_S} s (VM not booted, or the NAT rule / NSG blocks SSH "
-                                  "from this machine: is azure.admin_cidr your address?)")
+            try:
+                lines.append(wait_until(
+                    f"{host.node}'s SSH host key from {host.ssh_host}:{host.ssh_port} (if never: is "
+                    "azure.admin_cidr this machine's address?)",
+                    lambda h=host: self._keyscan(h.ssh_host, h.ssh_port).strip(), timeout=HOST_KEY_DEADLINE_S,
+                    interval=5))
+            except WaitTimeout as exc:
+                raise TargetError(str(exc)) from None
         write_private(self.known_hosts, "\n".join(lines) + "\n")
 
     def hosts(self) -> list[HostAccess]:
         """One HostAccess per node, in spec order: ``ssh_host`` is the load balancer's public frontend,
-        ``ssh_port`` the node's inbound NAT port (deployment outputs), the user ``azure.admin_user``,
+        ``ssh_port`` the node's inbound NAT port (deployment outputs), the user ``admin_user``,
         the stack's own key. Host keys are trusted on first use: provision writes them to
         ``known_hosts`` in the state directory, and SSH checks them strictly from then on."""
         by_name = {n["name"]: n for n in self.outputs["nodes"]}
         return [HostAccess(node=node.name, address=by_name[node.name]["privateIp"],
                            ssh_host=self.outputs["frontendIp"], ssh_port=int(by_name[node.name]["sshPort"]),
-                           user=self.spec.azure.admin_user, key_file=self.secrets.ssh_key,
+                           user=self.spec.admin_user, key_file=self.secrets.ssh_key,
                            known_hosts=self.known_hosts)
                 for node in self.spec.nodes]
 
@@ -351,7 +378,7 @@ class AzureTarget(Target):
         return {"common_apt_update_cache": True, "patroni_watchdog_mode": "off"}
 
     def attach(self) -> None:
-        """Stage 3: redeploy ``main.bicep`` with ``joinPool=true`` (the NICs' ip configurations then
+        """Stage 3: redeploy ``main.bicep`` with ``joinBackendPool=true`` (the NICs' ip configurations then
         reference the backend pool), with what-if first and the provision's tags (expiry unchanged).
         Idempotent: a second run is a no-change deployment."""
         self._require_allowed()
@@ -428,17 +455,17 @@ class AzureTarget(Target):
         for host in self.hosts():
             if host.node not in down and avoid not in (host.node, host.address):
                 return host
-        raise TargetError("no node can serve as the vnet vantage point: all are isolated, stopped or the target")
+        raise TargetError("no node can probe from inside the VNet: every other node is isolated or stopped")
 
     def vantage(self, name: Literal["internet", "vnet"]) -> list[str]:
-        """``internet``: [] (this machine is outside the VNet, where clients are). ``vnet``: an SSH
-        command prefix onto the first node that is neither isolated nor stopped; the VNet has no
-        other host. The program's arguments then pass through the remote shell: quote them."""
+        """``internet``: [] (this machine is outside the VNet, where clients are). ``vnet``:
+        NotImplementedError, because the VNet holds no host but the nodes, which lack this checkout
+        and its Python; ``probe`` from ``vnet`` works (``nc`` over SSH on a node)."""
         if name == "internet":
             return []
         if name == "vnet":
-            host = self._vnet_node()
-            return ["ssh", *host.ssh_args(), f"{host.user}@{host.ssh_host}", "--"]
+            raise NotImplementedError("the azure target has no vnet vantage for local programs: the only hosts "
+                                      "in the VNet are the nodes, which lack this checkout; use probe('vnet', ...)")
         raise ValueError(f"unknown vantage point {name!r} (internet, vnet)")
 
     def _address(self, dst: str) -> str:
@@ -448,38 +475,69 @@ class AzureTarget(Target):
     def probe(self, src: str, dst: str, port: int, timeout: float = 3.0) -> ProbeResult:
         """A real TCP connect to ``dst`` (an address, or a node name = its private address).
 
-        From ``internet``: from this process, bounded by ``timeout``. From a node, or from ``vnet``
-        (a node other than ``dst``, see ``vantage``): ``nc -z -w`` over SSH; ``seconds`` then include
-        the SSH round trip. TargetError when the vantage itself fails (SSH down, no ``nc``)."""
+        From ``internet`` (or ``management``: the same machine): from this process, bounded by
+        ``timeout``. From a node, or from ``vnet`` (a node other than ``dst`` that is neither
+        isolated nor stopped): ``nc -z -w`` over SSH, ``seconds`` then including the SSH round trip.
+        TargetError when the vantage itself fails (SSH down, no ``nc`` on the node)."""
         address = self._address(dst)
-        start = time.perf_counter()
-        if src == "internet":
-            try:
-                with socket.create_connection((address, port), timeout=timeout):
-                    pass
-                return ProbeResult(src, dst, port, True, time.perf_counter() - start, "connected")
-            except OSError as exc:
-                return ProbeResult(src, dst, port, False, time.perf_counter() - start,
-                                   "timed out" if isinstance(exc, TimeoutError) else str(exc))
+        if src in ("internet", "management"):
+            result = tcp(address, port, timeout)
+            return ProbeResult(src, dst, port, result["reachable"], round(result["seconds"], 3), result["detail"])
         host = self._vnet_node(avoid=dst) if src == "vnet" else next(
             (h for h in self.hosts() if h.node == src), None)
         if host is None:
-            raise TargetError(f"unknown probe source {src!r}: internet, vnet or a node name")
+            raise TargetError(f"unknown probe source {src!r}: internet, management, vnet or a node name")
         cmd = ["ssh", *host.ssh_args(), f"{host.user}@{host.ssh_host}", "--",
                "nc", "-z", "-w", str(max(1, math.ceil(timeout))), address, str(port)]
+        start = time.perf_counter()
         try:
             done = self._run(cmd, capture_output=True, text=True, timeout=timeout + 30, check=False)
         except subprocess.TimeoutExpired:
-            raise TargetError(f"probe from {src} via SSH to {host.node} did not return in {timeout + 30:.0f} s") from None
-        seconds = time.perf_counter() - start
+            raise TargetError(f"probe from {src}: SSH to {host.node} did not return in {timeout + 30:.0f} s") from None
+        seconds = round(time.perf_counter() - start, 3)
         if done.returncode == 255:
             raise TargetError(f"probe from {src}: SSH to {host.node} ({host.ssh_host}:{host.ssh_port}) failed: "
                               f"{done.stderr.strip()[-300:]}")
         if done.returncode == 127:
             raise TargetError(f"probe from {src}: `nc` is not installed on {host.node}")
-        return ProbeResult(src, dst, port, done.returncode == 0, seconds,
-                           f"via {host.node}: " + ("connected" if done.returncode == 0 else
-                                                   (done.stderr.strip() or f"nc exit {done.returncode}")))
+        detail = "connected" if done.returncode == 0 else (done.stderr.strip() or "refused or timed out")
+        return ProbeResult(src, dst, port, done.returncode == 0, seconds, f"via {host.node}: {detail}")
+
+    def patroni_url(self, node: str) -> str:
+        """``http://127.0.0.1:<port>``: an SSH tunnel (``-L``) through the node's NAT port to its
+        Patroni API, started on first use and restarted when it died; ``close`` ends them. When the
+        tunnel cannot open (node down), the URL points at a closed port, so a request fails fast."""
+        tunnel = self._tunnels.get(node)
+        if tunnel is None or tunnel[0].poll() is not None:
+            host = next((h for h in self.hosts() if h.node == node), None)
+            if host is None:
+                raise TargetError(f"no node {node!r} in the deployment outputs")
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            proc = self._popen(["ssh", *host.ssh_args(), "-N", "-o", "ExitOnForwardFailure=yes",
+                                "-L", f"127.0.0.1:{port}:{host.address}:{self.spec.ports.patroni}",
+                                f"{host.user}@{host.ssh_host}"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._tunnels[node] = tunnel = (proc, port)
+            try:
+                wait_until(f"the SSH tunnel to {node}'s Patroni API on 127.0.0.1:{port}",
+                           lambda: proc.poll() is not None or tcp("127.0.0.1", port, 1)["reachable"],
+                           timeout=TUNNEL_DEADLINE_S, interval=0.2)
+            except WaitTimeout as exc:
+                log.warning("%s", exc)
+        return f"http://127.0.0.1:{tunnel[1]}"
+
+    def close(self) -> None:
+        """End the SSH tunnels this target started (only those)."""
+        for proc, _ in self._tunnels.values():
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self._tunnels.clear()
 
     # ----- faults -----
 

@@ -1,0 +1,98 @@
+"""Fakes of the Azure contract tests (imported by ``conftest.py`` and the tests beside it).
+
+The Azure SDK's HTTP calls are answered by ``responses`` (azure-core's default transport is
+``requests``), with payloads from ``fixtures/`` shaped like the public ARM examples; the token comes
+from a fake ``TokenCredential``; the Bicep compiler returns a precompiled template. Every
+registered answer must be used (``assert_all_requests_are_fired``), and an unregistered request
+fails, so a test states exactly the calls the target makes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import time
+from pathlib import Path
+
+import responses
+from azure.core.credentials import AccessToken
+from azure.identity import CredentialUnavailableError
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ARM = "https://management.azure.com"
+SUB = "00000000-0000-0000-0000-0000000000aa"
+RG = "rg-pgha"
+GROUP = f"/resourceGroups/{RG}"
+NET = f"{GROUP}/providers/Microsoft.Network"
+CMP = f"{GROUP}/providers/Microsoft.Compute"
+DEPLOYMENT = f"{GROUP}/providers/Microsoft.Resources/deployments/pgha-main"
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+ADMIN_CIDR = "192.0.2.7/32"
+
+
+def load(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
+
+
+class FakeCredential:
+    """A TokenCredential that hands out a fake token and counts the requests for one."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def get_token(self, *scopes, **kwargs) -> AccessToken:
+        self.calls += 1
+        return AccessToken("fake-token", int(time.time()) + 3600)
+
+
+class NoCredential:
+    """What DefaultAzureCredential does on a machine with no sign-in at all."""
+
+    def get_token(self, *scopes, **kwargs):
+        raise CredentialUnavailableError("DefaultAzureCredential failed to retrieve a token from the included credentials.")
+
+
+class Arm:
+    """The fake Azure Resource Manager: answers by method and path below ``/subscriptions/<SUB>``."""
+
+    def __init__(self, rsps: responses.RequestsMock):
+        self.rsps = rsps
+        self._ops = 0
+
+    @staticmethod
+    def url(path: str) -> re.Pattern:
+        return re.compile(re.escape(f"{ARM}/subscriptions/{SUB}{path}") + r"(\?.*)?$", re.IGNORECASE)
+
+    def add(self, method: str, path: str, body: dict | None = None, status: int = 200, headers: dict | None = None):
+        self.rsps.add(method, self.url(path), json=body, status=status, headers=headers)
+
+    def error(self, method: str, path: str, status: int, code: str, message: str):
+        self.add(method, path, {"error": {"code": code, "message": message}}, status=status)
+
+    def lro(self, method: str, path: str, final: dict | None = None, status: int = 200):
+        """A long-running operation: 202 with a Location, then the operation result on that Location."""
+        self._ops += 1
+        operation = f"/providers/Microsoft.Network/locations/westeurope/operationResults/op{self._ops}"
+        self.add(method, path, status=202, headers={"Location": f"{ARM}/subscriptions/{SUB}{operation}"})
+        self.add("GET", operation, final, status=status)
+
+    def async_put(self, path: str, accepted: dict, status_body: dict, final: dict | None = None):
+        """A PUT answered 201 + Azure-AsyncOperation, its status polled, then the resource read."""
+        self._ops += 1
+        operation = f"/providers/Microsoft.Resources/operationStatuses/op{self._ops}"
+        self.add("PUT", path, accepted, status=201,
+                 headers={"Azure-AsyncOperation": f"{ARM}/subscriptions/{SUB}{operation}"})
+        self.add("GET", operation, status_body)
+        if final is not None:
+            self.add("GET", path, final)
+
+    def sent(self, method: str | None = None, contains: str = "") -> list[tuple[str, str, dict | None]]:
+        """The requests sent, as (method, url, JSON body), filtered by method and a URL part."""
+        out = []
+        for call in self.rsps.calls:
+            req = call.request
+            if (method is None or req.method == method) and contains.lower() in req.url.lower():
+                body = req.body
+                out.append((req.method, req.url, json.loads(body) if body else None))
+        return out

@@ -1,0 +1,61 @@
+"""Fixtures of the Azure contract tests: the target wired to a fake ARM (see ``azure_fakes``)."""
+
+from __future__ import annotations
+
+import pytest
+import responses
+import yaml
+from azure_fakes import ADMIN_CIDR, NOW, SUB, Arm, FakeCredential, load
+
+import deployer.state
+from deployer.spec import DEFAULT_SPEC, parse_spec
+from deployer.state import StackState
+from deployer.targets.azure import AzureTarget
+
+
+@pytest.fixture
+def arm():
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        yield Arm(rsps)
+
+
+@pytest.fixture
+def spec():
+    raw = yaml.safe_load(DEFAULT_SPEC.read_text())
+    raw["azure"].update(admin_cidr=ADMIN_CIDR, subscription_allow_list=[SUB])
+    return parse_spec(raw)
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch) -> StackState:
+    monkeypatch.setattr(deployer.state, "STATE_ROOT", tmp_path)
+    return StackState(name="pgha", target="azure", spec_path=str(DEFAULT_SPEC))
+
+
+@pytest.fixture
+def make_target(spec, state):
+    """An AzureTarget wired to the fakes; keyword arguments override any of them."""
+
+    def make(**kwargs) -> AzureTarget:
+        options = dict(credential=FakeCredential(), subscription_id=SUB, environ={},
+                       client_kwargs={"polling_interval": 0, "retry_total": 0},
+                       compiler=lambda path: load("main.json"), which=lambda name: None,
+                       keyscan=lambda host, port: f"[{host}]:{port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKey{port}",
+                       clock=lambda: NOW)
+        options.update(kwargs)
+        return AzureTarget(options.pop("spec", spec), state, **options)
+
+    return make
+
+
+@pytest.fixture
+def target(make_target) -> AzureTarget:
+    return make_target()
+
+
+@pytest.fixture
+def deployed(target, state) -> AzureTarget:
+    """The target after a provision: the deployment's outputs and tags recorded in the state."""
+    state.data["outputs"] = {k: v["value"] for k, v in load("deployment_succeeded.json")["properties"]["outputs"].items()}
+    state.data["tags"] = load("resource_group.json")["tags"]
+    return target
