@@ -1,0 +1,591 @@
+"""Offline structural checks of ``bicep/`` and of the parameters the deployer gives it.
+
+There is no Bicep CLI and no Azure here: the Bicep is parsed with pycep-parser into a JSON tree and
+the checks read that tree. pycep writes an identifier (a parameter, a variable) as a bare string,
+a function call or operator as a dict, and a ``for`` expression as ``{loop_type, condition,
+config}``; the helpers below walk that shape. The parameters are rendered from the real
+``stack.yaml`` with an admin CIDR filled in, and compared with the spec field by field, written out
+here again rather than through the code under test.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deployer.spec import DEFAULT_SPEC, parse_spec
+
+pycep = pytest.importorskip("pycep", reason="pycep-parser is a dev dependency: pip install -e '.[dev]'")
+from deployer.targets.azure.parameters import bicep_parameters, nsg_security_rules  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+BICEP = REPO / "bicep"
+MAIN = BICEP / "main.bicep"
+MODULES = BICEP / "modules"
+FILES = sorted(BICEP.rglob("*.bicep"))
+
+ADMIN_CIDR = "203.0.113.7/32"
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGV4YW1wbGVleGFtcGxlZXhhbXBsZWV4YW1wbGU pgha-test"
+TAGS = {"stack": "pgha", "expires": "2030-01-01T00:00:00Z"}
+
+NSG = "Microsoft.Network/networkSecurityGroups"
+VNET = "Microsoft.Network/virtualNetworks"
+NAT = "Microsoft.Network/natGateways"
+PIP = "Microsoft.Network/publicIPAddresses"
+LB = "Microsoft.Network/loadBalancers"
+NIC = "Microsoft.Network/networkInterfaces"
+VM = "Microsoft.Compute/virtualMachines"
+
+#: Ports that no inbound allow rule may open to the internet: SSH, PostgreSQL, etcd, Patroni.
+PROTECTED_PORTS = (22, 5432, 2379, 2380, 8008)
+#: Sources meaning "anyone".
+OPEN_SOURCES = {"*", "Any", "Internet", "0.0.0.0/0", "::/0"}
+
+
+# ---------------------------------------------------------------- reading the parsed Bicep
+
+
+@functools.cache
+def parse(path: Path) -> dict:
+    """The pycep JSON tree of one Bicep file."""
+    return pycep.BicepParser().parse(file_path=path)
+
+
+def resources(path: Path | None = None) -> list[tuple[Path, str, dict]]:
+    """``(file, symbol, resource)`` of every resource (of one file, or of all)."""
+    return [(f, sym, res) for f in ([path] if path else FILES)
+            for sym, res in parse(f).get("resources", {}).items()]
+
+
+def of_type(rtype: str) -> list[dict]:
+    """The bodies (``config``) of every resource of one type; a loop's body for a looped resource."""
+    found = []
+    for _, _, res in resources():
+        if res["type"] == rtype:
+            config = res["config"]
+            found.append(config["config"] if "loop_type" in config else config)
+    return found
+
+
+def walk(node):
+    """Every node of a tree: dicts, lists and scalars."""
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def dicts_with(tree, key: str) -> list[dict]:
+    """Every dict in ``tree`` that has ``key``."""
+    return [n for n in walk(tree) if isinstance(n, dict) and key in n]
+
+
+def references(tree) -> set[str]:
+    """Every identifier a value tree may refer to, interpolations included (conservative: a
+    literal string's words count too). pycep's own labels (``"type": "property_accessor"``) are not."""
+    if isinstance(tree, str):
+        return set(re.findall(r"[A-Za-z_]\w*", tree))
+    if isinstance(tree, list):
+        return set().union(*(references(v) for v in tree))
+    if isinstance(tree, dict):
+        return set().union(*(references(v) for k, v in tree.items() if k != "type"))
+    return set()
+
+
+def decorators(element: dict) -> dict[str, object]:
+    return {d["type"]: d.get("argument") for d in element.get("decorators", [])}
+
+
+def is_secure(param: dict) -> bool:
+    return "secure" in decorators(param)
+
+
+def loop_body(value) -> dict:
+    assert isinstance(value, dict) and "loop_type" in value, f"expected a for expression, got {value!r}"
+    return value["config"]
+
+
+def module_decls(path: Path) -> list[tuple[str, Path, dict]]:
+    """``(symbol, module file, params)`` of every module a file declares."""
+    out = []
+    for sym, mod in parse(path).get("modules", {}).items():
+        config = mod["config"]
+        body = config["config"] if "loop_type" in config else config
+        out.append((sym, (path.parent / mod["detail"]["path"]).resolve(), body.get("params", {})))
+    return out
+
+
+class Unevaluable(Exception):
+    pass
+
+
+def evaluate(expr, env: dict):
+    """Evaluate the plain part of a Bicep expression: identifiers from ``env``, literals,
+    arrays, objects and the ``cond ? a : b`` operator. Anything else raises Unevaluable."""
+    if isinstance(expr, str):
+        return env.get(expr, expr)
+    if isinstance(expr, list):
+        return [evaluate(e, env) for e in expr]
+    if isinstance(expr, dict):
+        if "operator" in expr:
+            op = expr["operator"]
+            if op["type"] != "conditional":
+                raise Unevaluable(op["type"])
+            operands = op["operands"]
+            condition = evaluate(operands["condition"], env)
+            if not isinstance(condition, bool):
+                raise Unevaluable(f"condition {operands['condition']!r} is not a known bool")
+            return evaluate(operands["true_value" if condition else "false_value"], env)
+        if "function" in expr or "loop_type" in expr:
+            raise Unevaluable(str(expr)[:80])
+        return {k: evaluate(v, env) for k, v in expr.items()}
+    return expr
+
+
+# ---------------------------------------------------------------- NSG rule evaluation
+
+
+def _ports(props: dict) -> set[int] | None:
+    """Destination ports of an ARM rule; None means every port."""
+    ranges = props.get("destinationPortRanges") or [props.get("destinationPortRange", "*")]
+    ports: set[int] = set()
+    for item in ranges:
+        item = str(item)
+        if item == "*":
+            return None
+        low, _, high = item.partition("-")
+        ports.update(range(int(low), int(high or low) + 1))
+    return ports
+
+
+def opened_to_internet(rules: list[dict]) -> list[str]:
+    """Every (rule, port) of inbound allow rules that opens a protected port to anyone."""
+    bad = []
+    for rule in rules:
+        props = rule["properties"]
+        if str(props.get("direction")).lower() != "inbound" or str(props.get("access")).lower() != "allow":
+            continue
+        sources = props.get("sourceAddressPrefixes") or [props.get("sourceAddressPrefix")]
+        if not any(str(s) in OPEN_SOURCES for s in sources):
+            continue
+        ports = _ports(props)
+        bad += [f"{rule.get('name')}: {p}" for p in PROTECTED_PORTS if ports is None or p in ports]
+    return bad
+
+
+def literal_rules() -> list[dict]:
+    """Security rules written as literals anywhere in the Bicep (there should be none)."""
+    keys = ("sourceAddressPrefix", "sourceAddressPrefixes", "destinationPortRange", "destinationPortRanges")
+    found = []
+    for f in FILES:
+        for node in walk(parse(f)):
+            if isinstance(node, dict) and any(k in node for k in keys):
+                found.append({"name": f"{f.name}", "properties": node})
+    return found
+
+
+# ---------------------------------------------------------------- the spec and its parameters
+
+
+def raw_spec() -> dict:
+    return yaml.safe_load(DEFAULT_SPEC.read_text())
+
+
+@pytest.fixture(scope="module")
+def spec():
+    """The real stack.yaml, with the admin CIDR a user must give."""
+    raw = raw_spec()
+    raw["azure"]["admin_cidr"] = ADMIN_CIDR
+    return parse_spec(raw)
+
+
+@pytest.fixture(scope="module")
+def params(spec) -> dict:
+    return bicep_parameters(spec, join_pool=False, ssh_public_key=SSH_KEY, tags=TAGS)
+
+
+# ================================================================ tests
+
+
+def test_every_bicep_file_parses():
+    assert MAIN in FILES and len(FILES) >= 6, [f.name for f in FILES]
+    for f in FILES:
+        assert parse(f), f"{f} parsed to nothing"
+
+
+def test_every_resource_type_is_present():
+    present = {res["type"] for _, _, res in resources()}
+    expected = {NSG, VNET, NAT, PIP, LB, NIC, VM}
+    assert expected <= present, f"missing: {sorted(expected - present)}"
+
+
+def test_main_uses_every_module_and_passes_valid_params():
+    used = set()
+    for f in FILES:
+        for sym, target, passed in module_decls(f):
+            assert target.exists(), f"{f.name}: module {sym} points at missing {target}"
+            used.add(target)
+            declared = parse(target)["parameters"]
+            unknown = set(passed) - set(declared)
+            assert not unknown, f"{f.name}: module {sym} passes unknown params {sorted(unknown)}"
+            required = {n for n, p in declared.items() if p.get("default") is None}
+            missing = required - set(passed)
+            assert not missing, f"{f.name}: module {sym} lacks required params {sorted(missing)}"
+    assert {m.resolve() for m in MODULES.glob("*.bicep")} == used
+
+
+def test_every_param_is_described_required_or_optional():
+    for f in FILES:
+        for name, param in parse(f)["parameters"].items():
+            text = decorators(param).get("description")
+            assert isinstance(text, str), f"{f.name}: param {name} has no @description"
+            has_default = param.get("default") is not None
+            prefix = "Optional. " if has_default else "Required. "
+            assert text.startswith(prefix), f"{f.name}: param {name} description must start with {prefix!r}: {text!r}"
+
+
+def test_every_output_is_described():
+    for f in FILES:
+        for name, output in parse(f).get("outputs", {}).items():
+            assert decorators(output).get("description"), f"{f.name}: output {name} has no @description"
+
+
+def test_every_module_outputs_resource_id_and_name():
+    for f in MODULES.glob("*.bicep"):
+        outputs = parse(f).get("outputs", {})
+        assert {"resourceId", "name"} <= set(outputs), f"{f.name} outputs {sorted(outputs)}"
+        assert outputs["resourceId"]["type"] == outputs["name"]["type"] == "string"
+
+
+def test_main_outputs_are_the_contract_with_the_azure_target():
+    outputs = parse(MAIN)["outputs"]
+    assert set(outputs) == {"nodes", "frontendIp", "loadBalancerName", "backendPoolName", "nsgName", "vnetName"}
+    assert outputs["nodes"]["type"] == "array"
+    node = loop_body(outputs["nodes"]["value"])
+    assert set(node) == {"name", "privateIp", "nicName", "vmName", "sshPort"}
+    for name in ("frontendIp", "loadBalancerName", "backendPoolName", "nsgName", "vnetName"):
+        assert outputs[name]["type"] == "string", name
+
+
+def test_every_resource_is_tagged_from_the_tags_param():
+    for f, sym, res in resources():
+        config = res["config"]
+        body = config["config"] if "loop_type" in config else config
+        assert body.get("tags") == "tags", f"{f.name}: resource {sym} is not tagged with the tags param"
+        assert "tags" in parse(f)["parameters"], f"{f.name} has no tags param"
+    for f in FILES:
+        for sym, _, passed in module_decls(f):
+            assert passed.get("tags") == "tags", f"{f.name}: module {sym} does not get the tags"
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_secure_params_are_never_output_nor_defaulted():
+    secure_seen = 0
+    for f in FILES:
+        tree = parse(f)
+        secure = {n for n, p in tree["parameters"].items() if is_secure(p)}
+        secure_seen += len(secure)
+        for name in secure:
+            assert tree["parameters"][name].get("default") is None, f"{f.name}: secure param {name} has a default"
+        for out_name, output in tree.get("outputs", {}).items():
+            leaked = secure & references(output["value"])
+            assert not leaked, f"{f.name}: output {out_name} refers to secure params {sorted(leaked)}"
+    assert secure_seen >= 2, "the SSH public key must be @secure() in main.bicep and in the VM module"
+    assert is_secure(parse(MAIN)["parameters"]["sshPublicKey"])
+
+
+def test_secure_values_only_go_into_secure_module_params():
+    for f in FILES:
+        secure = {n for n, p in parse(f)["parameters"].items() if is_secure(p)}
+        for sym, target, passed in module_decls(f):
+            declared = parse(target)["parameters"]
+            for name, value in passed.items():
+                if secure & references(value):
+                    assert is_secure(declared[name]), f"{f.name}: module {sym} param {name} gets a secret but is not @secure()"
+
+
+def test_no_password_anywhere():
+    for f in FILES:
+        assert not dicts_with(parse(f), "adminPassword"), f"{f.name} sets an adminPassword"
+
+
+# ---------------------------------------------------------------- NSG
+
+
+def test_nsg_rules_come_only_from_the_parameter():
+    (nsg,) = of_type(NSG)
+    assert nsg["properties"]["securityRules"] == "securityRules"
+    nsg_file = next(f for f, _, r in resources() if r["type"] == NSG)
+    assert "securityRules" in parse(nsg_file)["parameters"]
+    (passed,) = [p for _, target, p in module_decls(MAIN) if target == nsg_file.resolve()]
+    assert passed["securityRules"] == "securityRules"
+    assert parse(MAIN)["parameters"]["securityRules"]["type"] == "array"
+
+
+def test_literal_rules_in_bicep_open_nothing_and_do_not_exist():
+    found = literal_rules()
+    assert opened_to_internet(found) == []
+    assert found == [], "security rules are written in stack.yaml only, never in Bicep"
+
+
+def test_rendered_rules_equal_the_spec(spec):
+    rendered = nsg_security_rules(spec)
+    assert [r["name"] for r in rendered] == [r.name for r in spec.security_rules]
+    for rule, arm in zip(spec.security_rules, rendered):
+        props = arm["properties"]
+        assert props["priority"] == rule.priority
+        assert props["access"].lower() == rule.access
+        assert props["direction"].lower() == rule.direction
+        assert props["protocol"] == {"tcp": "Tcp", "udp": "Udp", "any": "*"}[rule.protocol]
+        expected_source = {"Management": ADMIN_CIDR, "Any": "*"}.get(rule.source, rule.source)
+        assert props["sourceAddressPrefix"] == expected_source, rule.name
+        expected_ports = {getattr(spec.ports, p) if isinstance(p, str) else p for p in rule.ports}
+        assert _ports(props) == (expected_ports or None), rule.name
+        assert props["destinationAddressPrefix"] == "*"
+    assert bicep_parameters(spec, join_pool=True, ssh_public_key=SSH_KEY, tags=TAGS)["securityRules"]["value"] == rendered
+
+
+def test_rendered_rules_open_no_protected_port_to_the_internet(params):
+    rules = params["securityRules"]["value"]
+    assert rules, "no rules rendered"
+    assert opened_to_internet(rules) == []
+
+
+def test_the_open_port_check_itself_catches_an_open_port():
+    def rule(source, port):
+        return {"name": "bad", "properties": {"direction": "Inbound", "access": "Allow", "sourceAddressPrefix": source,
+                                              "destinationPortRange": port}}
+
+    assert opened_to_internet([rule("*", "22")]) == ["bad: 22"]
+    assert opened_to_internet([rule("Internet", "2379-2380")]) == ["bad: 2379", "bad: 2380"]
+    assert len(opened_to_internet([rule("0.0.0.0/0", "*")])) == len(PROTECTED_PORTS)
+    assert opened_to_internet([rule("VirtualNetwork", "5432"), rule("Internet", "5000")]) == []
+
+
+def test_ssh_is_admitted_only_from_the_admin_cidr(spec, params):
+    ssh = spec.ports.ssh
+    for rule in params["securityRules"]["value"]:
+        props = rule["properties"]
+        ports = _ports(props)
+        if props["access"] == "Allow" and props["direction"] == "Inbound" and (ports is None or ssh in ports):
+            source = props["sourceAddressPrefix"]
+            assert source in (ADMIN_CIDR, "VirtualNetwork"), f"{rule['name']} admits SSH from {source}"
+            if source == ADMIN_CIDR:
+                assert ipaddress.ip_network(source).prefixlen > 0
+
+
+def test_missing_admin_cidr_is_a_clear_error():
+    raw = raw_spec()
+    raw["azure"]["admin_cidr"] = None
+    spec = parse_spec(raw)
+    with pytest.raises(ValueError, match=r"azure\.admin_cidr"):
+        bicep_parameters(spec, join_pool=False, ssh_public_key=SSH_KEY, tags=TAGS)
+    with pytest.raises(ValueError, match=r"azure\.admin_cidr"):
+        nsg_security_rules(spec)
+
+
+# ---------------------------------------------------------------- parameters vs main.bicep
+
+
+def test_parameters_match_the_params_of_main(params):
+    declared = parse(MAIN)["parameters"]
+    unknown = set(params) - set(declared)
+    assert not unknown, f"parameters.py gives params main.bicep does not declare: {sorted(unknown)}"
+    required = {n for n, p in declared.items() if p.get("default") is None}
+    missing = required - set(params)
+    assert not missing, f"parameters.py misses required params: {sorted(missing)}"
+    types = {"string": str, "int": int, "bool": bool, "array": list, "object": dict}
+    for name, wrapped in params.items():
+        assert set(wrapped) == {"value"}, name
+        value, expected = wrapped["value"], types[declared[name]["type"]]
+        assert isinstance(value, expected) and (expected is bool or not isinstance(value, bool)), (name, value)
+    json.dumps(params)  # ARM takes JSON
+
+
+def test_parameters_carry_the_spec_values(spec, params):
+    v = {k: w["value"] for k, w in params.items()}
+    assert v["vnetAddressPrefix"] == "10.0.0.0/16" == str(spec.network.vnet_cidr)
+    assert v["subnetAddressPrefix"] == str(spec.network.subnet_cidr)
+    assert v["nodes"] == [{"name": n.name, "privateIp": str(n.address), "zone": n.zone} for n in spec.nodes]
+    assert (v["haproxyPrimaryPort"], v["haproxyReplicasPort"]) == (5000, 5001)
+    assert v["haproxyHealthPort"] == spec.ports.haproxy_health
+    assert (v["probeIntervalSeconds"], v["probeThreshold"]) == (spec.load_balancer.probe_interval_s,
+                                                               spec.load_balancer.probe_threshold)
+    assert v["sshPort"] == spec.ports.ssh
+    assert v["vmSize"] == spec.azure.vm_size and v["location"] == spec.azure.location
+    assert v["tags"] == TAGS and v["sshPublicKey"] == SSH_KEY and v["stackName"] == spec.name
+
+
+def test_parameters_refuse_a_bad_key_or_no_tags(spec):
+    with pytest.raises(ValueError, match="ssh_public_key"):
+        bicep_parameters(spec, join_pool=False, ssh_public_key="", tags=TAGS)
+    with pytest.raises(ValueError, match="tags"):
+        bicep_parameters(spec, join_pool=False, ssh_public_key=SSH_KEY, tags={})
+
+
+# ---------------------------------------------------------------- load balancer and pool
+
+
+def test_load_balancer_is_standard_regional_with_one_frontend():
+    (lb,) = of_type(LB)
+    lb_res = next(r for _, _, r in resources() if r["type"] == LB)
+    assert lb_res["api_version"] >= "2024-05-01", "noHealthyBackendsBehavior needs a recent API version"
+    assert lb["sku"] == {"name": "Standard", "tier": "Regional"}
+    assert len(lb["properties"]["frontendIPConfigurations"]) == 1
+    (pip_file,) = [t for _, t, _ in module_decls(MAIN) if t.name == "publicIp.bicep"]
+    (pip,) = [r["config"] for _, _, r in resources(pip_file)]
+    assert pip["sku"]["name"] == "Standard"
+    assert pip["properties"]["publicIPAllocationMethod"] == "Static"
+    (lb_pip_params,) = [p for s, t, p in module_decls(MAIN) if t == pip_file and "zones" in p]
+    assert lb_pip_params["zones"] == ["1", "2", "3"]
+
+
+def test_backend_pool_is_one_empty_named_pool():
+    (lb,) = of_type(LB)
+    (pool,) = lb["properties"]["backendAddressPools"]
+    assert set(pool) == {"name"}, f"the pool must be declared with a name only, got {pool}"
+    lb_file = next(f for f, _, r in resources() if r["type"] == LB)
+    lb_params = parse(lb_file)["parameters"]
+    assert pool["name"] == "backendPoolName" and lb_params["backendPoolName"]["default"] == "nodes"
+    (passed,) = [p for _, t, p in module_decls(MAIN) if t == lb_file.resolve()]
+    assert evaluate(passed["backendPoolName"], {k: v["value"] for k, v in parse(MAIN)["variables"].items()}) == "nodes"
+    for f in FILES:
+        assert not dicts_with(parse(f), "loadBalancerBackendAddresses"), f"{f.name} gives the pool addresses"
+    assert not [r for _, _, r in resources() if r["type"].startswith(LB + "/backendAddressPools")], \
+        "a pool child resource fails on redeploy over NIC members"
+
+
+def test_probe_uses_probe_threshold_on_the_haproxy_health_port():
+    (lb,) = of_type(LB)
+    (probe,) = lb["properties"]["probes"]
+    props = probe["properties"]
+    assert "numberOfProbes" not in props
+    assert props["probeThreshold"] == "probeThreshold" and props["intervalInSeconds"] == "probeIntervalSeconds"
+    assert props["port"] == "haproxyHealthPort" and props["protocol"] == "Http"
+    assert props["noHealthyBackendsBehavior"] == "AllProbedDown"
+    lb_file = next(f for f, _, r in resources() if r["type"] == LB)
+    assert props["requestPath"] == "probePath" and parse(lb_file)["parameters"]["probePath"]["default"] == "/health"
+    (passed,) = [p for _, t, p in module_decls(MAIN) if t == lb_file.resolve()]
+    for name in ("probeThreshold", "probeIntervalSeconds", "haproxyHealthPort"):
+        assert passed[name] == name
+    for f in FILES:
+        assert not dicts_with(parse(f), "numberOfProbes"), f"{f.name} uses numberOfProbes"
+
+
+def test_balancing_rules_for_both_haproxy_ports_reset_and_no_snat():
+    (lb,) = of_type(LB)
+    lb_file = next(f for f, _, r in resources() if r["type"] == LB)
+    rules = lb["properties"]["loadBalancingRules"]
+    body = loop_body(rules)
+    over = rules["loop_type"]["detail"]["array_name"]
+    ports = {item["port"] for item in parse(lb_file)["variables"][over]["value"]}
+    assert ports == {"haproxyPrimaryPort", "haproxyReplicasPort"}
+    props = body["properties"]
+    assert props["enableTcpReset"] is True
+    assert props["disableOutboundSnat"] is True
+    assert props["protocol"] == "Tcp"
+    assert references(props["frontendPort"]) == references(props["backendPort"]) == {"rule", "port"}
+
+
+def test_ssh_reaches_each_node_through_its_own_nat_rule():
+    (lb,) = of_type(LB)
+    nat = lb["properties"]["inboundNatRules"]
+    assert nat["loop_type"]["detail"]["array_name"] == "sshNatRules"
+    assert loop_body(nat)["properties"]["backendPort"] == "sshPort"
+    main = parse(MAIN)
+    assert main["parameters"]["sshNatFrontendPortStart"]["default"] == 50001
+    var = main["variables"]["sshNatRules"]["value"]
+    assert var["loop_type"]["detail"]["array_name"] == "nodes"
+    assert references(loop_body(var)["frontendPort"]) == {"sshNatFrontendPortStart", "i"}
+    assert references(loop_body(main["outputs"]["nodes"]["value"])["sshPort"]) >= {"sshNatRules", "frontendPort"}
+
+
+# ---------------------------------------------------------------- NICs and the staged pool join
+
+
+def _ip_configs() -> list[dict]:
+    configs = [c for nic in of_type(NIC) for c in nic["properties"]["ipConfigurations"]]
+    assert configs, "no NIC ip configuration found"
+    return configs
+
+
+def test_nics_join_the_pool_only_under_join_backend_pool():
+    for config in _ip_configs():
+        props = config["properties"]
+        expr = props["loadBalancerBackendAddressPools"]
+        op = expr["operator"]
+        assert op["type"] == "conditional" and op["operands"]["condition"] == "joinBackendPool"
+        env = {"backendPoolResourceId": "<pool>"}
+        assert evaluate(expr, {**env, "joinBackendPool": False}) == []
+        assert evaluate(expr, {**env, "joinBackendPool": True}) == [{"id": "<pool>"}]
+        rest = {k: v for k, v in props.items() if k != "loadBalancerBackendAddressPools"}
+        assert "backendPoolResourceId" not in references(rest), "the pool is referenced outside the condition"
+        assert "publicIPAddress" not in props, "no public IP on the VMs"
+        assert props["privateIPAllocationMethod"] == "Static" and props["privateIPAddress"] == "privateIp"
+
+
+def test_join_backend_pool_flows_from_the_stage(spec):
+    main = parse(MAIN)
+    assert main["parameters"]["joinBackendPool"]["type"] == "bool"
+    assert main["parameters"]["joinBackendPool"].get("default") is None, "each stage must say which it is"
+    (vm_params,) = [p for _, t, p in module_decls(MAIN) if t.name == "vm.bicep"]
+    assert vm_params["joinBackendPool"] == "joinBackendPool"
+    for join in (False, True):
+        rendered = bicep_parameters(spec, join_pool=join, ssh_public_key=SSH_KEY, tags=TAGS)
+        assert rendered["joinBackendPool"]["value"] is join
+
+
+# ---------------------------------------------------------------- VMs and network
+
+
+def test_vms_are_debian_12_ssh_key_only_in_their_zone():
+    (vm,) = of_type(VM)
+    vm_file = next(f for f, _, r in resources() if r["type"] == VM)
+    vm_params = parse(vm_file)["parameters"]
+    assert vm_params["imageReference"]["default"] == {"publisher": "Debian", "offer": "debian-12",
+                                                       "sku": "12-gen2", "version": "latest"}
+    assert vm["properties"]["storageProfile"]["imageReference"] == "imageReference"
+    linux = vm["properties"]["osProfile"]["linuxConfiguration"]
+    assert linux["disablePasswordAuthentication"] is True
+    assert linux["ssh"]["publicKeys"][0]["keyData"] == "sshPublicKey"
+    assert vm["properties"]["osProfile"]["adminUsername"] == "adminUsername"
+    assert vm["zones"] == ["zone"]
+    main = parse(MAIN)
+    (decl,) = [m for m in main["modules"].values() if m["detail"]["path"].endswith("vm.bicep")]
+    assert decl["config"]["loop_type"]["detail"]["array_name"] == "nodes"
+    passed = decl["config"]["config"]["params"]
+    assert references(passed["zone"]) == {"node", "zone"}
+    assert references(passed["privateIp"]) == {"node", "privateIp"}
+
+
+def test_subnet_has_nsg_and_nat_gateway_and_no_default_outbound():
+    (vnet,) = of_type(VNET)
+    (subnet,) = vnet["properties"]["subnets"]
+    props = subnet["properties"]
+    assert "networkSecurityGroup" in props and "natGateway" in props
+    assert props["defaultOutboundAccess"] is False
+    (nat,) = of_type(NAT)
+    assert nat["sku"] == {"name": "Standard"} and nat["properties"]["publicIpAddresses"]
+    (network,) = [p for _, t, p in module_decls(MAIN) if t.name == "network.bicep"]
+    assert network["addressPrefix"] == "vnetAddressPrefix"
+    assert network["subnetAddressPrefix"] == "subnetAddressPrefix"
+
+
+def test_bicepconfig_makes_the_security_rules_errors():
+    rules = json.loads((BICEP / "bicepconfig.json").read_text())["analyzers"]["core"]["rules"]
+    for name in ("secure-secrets-in-params", "outputs-should-not-contain-secrets", "no-hardcoded-env-urls",
+                 "protect-commandtoexecute-secrets", "use-secure-value-for-secure-inputs",
+                 "secure-params-in-nested-deploy", "adminusername-should-not-be-literal", "no-unused-params",
+                 "secure-parameter-default"):
+        assert rules.get(name, {}).get("level") == "error", name
