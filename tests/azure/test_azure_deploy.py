@@ -1,0 +1,169 @@
+"""Preflight, identity and the staged deploy of the Azure target: what-if first, then the deployment."""
+
+from __future__ import annotations
+
+import pytest
+from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
+from azure_fakes import DEPLOYMENT, NOW, SUB, NoCredential, load
+
+from deployer.targets.azure import bicep
+from deployer.targets.azure.identity import AzureEnv
+from deployer.targets.azure.parameters import bicep_parameters
+from deployer.targets.base import MissingPrerequisite, TargetError
+
+PIPELINE = {"SYSTEM_OIDCREQUESTURI": "https://dev.azure.com/org/_apis/distributedtask/hubs/build/plans/x/jobs/y/oidctoken",
+            "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID": "sc-id", "AZURESUBSCRIPTION_CLIENT_ID": "client-id",
+            "AZURESUBSCRIPTION_TENANT_ID": "tenant-id", "SYSTEM_ACCESSTOKEN": "not-a-real-token"}
+EXPECTED_TAGS = {"stack": "pgha", "expires": "2026-01-01T08:00:00Z", "created-by": "pgha-deployer"}
+
+
+def parameters_sent(request_body: dict) -> dict:
+    return request_body["properties"]["parameters"]
+
+
+# ----- preflight and identity -----
+
+def test_preflight_passes_with_credential_allow_listed_subscription_and_compiler(target):
+    target.preflight()
+
+
+def test_preflight_without_credentials_says_so_in_one_message_and_sends_nothing(make_target, arm):
+    with pytest.raises(MissingPrerequisite) as err:
+        make_target(credential=NoCredential()).preflight()
+    assert "az login" in str(err.value) and "nothing was created" in str(err.value)
+    assert arm.sent() == []
+
+
+def test_preflight_lists_every_missing_prerequisite_at_once(make_target, spec):
+    bare = spec.model_copy(update={"azure": spec.azure.model_copy(update={"admin_cidr": None})})
+    target = make_target(spec=bare, subscription_id="11111111-2222-3333-4444-555555555555", compiler=None,
+                         credential=NoCredential())
+    with pytest.raises(MissingPrerequisite) as err:
+        target.preflight()
+    text = str(err.value)
+    assert "11111111-2222-3333-4444-555555555555 is not in azure.subscription_allow_list" in text
+    assert "azure.admin_cidr is not set" in text
+    assert "Bicep CLI is not installed" in text and "Azure DevOps agent" in text
+    assert "az login" in text
+
+
+def test_preflight_needs_a_subscription_id(make_target):
+    with pytest.raises(MissingPrerequisite, match="AZURE_SUBSCRIPTION_ID is not set"):
+        make_target(subscription_id=None, environ={}).preflight()
+
+
+def test_subscription_id_comes_from_the_environment(make_target):
+    assert make_target(subscription_id=None, environ={"AZURE_SUBSCRIPTION_ID": SUB})._subscription_id == SUB
+
+
+def test_bicep_cli_is_found_as_bicep_or_az_bicep():
+    assert bicep.find_cli(lambda name: "/usr/bin/bicep" if name == "bicep" else None) == ["bicep"]
+    assert bicep.find_cli(lambda name: "/usr/bin/az" if name == "az" else None) == ["az", "bicep"]
+    assert bicep.find_cli(lambda name: None) is None
+    with pytest.raises(MissingPrerequisite, match="install it"):
+        bicep.cli_compiler(lambda name: None)(bicep.MAIN_BICEP)
+
+
+def test_credential_is_default_on_a_laptop_and_federated_in_a_pipeline():
+    assert isinstance(AzureEnv.from_environ({}).credential(), DefaultAzureCredential)
+    assert isinstance(AzureEnv.from_environ(PIPELINE).credential(), AzurePipelinesCredential)
+    half = {k: v for k, v in PIPELINE.items() if k != "SYSTEM_ACCESSTOKEN"}
+    with pytest.raises(MissingPrerequisite, match=r"SYSTEM_ACCESSTOKEN: \$\(System.AccessToken\)"):
+        AzureEnv.from_environ(half).credential()
+    assert "not-a-real-token" not in repr(AzureEnv.from_environ(PIPELINE))
+
+
+# ----- what-if only -----
+
+def test_what_if_into_an_existing_group_previews_and_creates_nothing(target, arm):
+    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_attach.json"))
+    lines = target.what_if()
+    assert lines[0] == "= NoChange Microsoft.Network/loadBalancers/pgha-lb"
+    assert lines[1] == ("~ Modify Microsoft.Network/networkInterfaces/pgha-pg1-nic "
+                        "(properties.ipConfigurations[0].properties.loadBalancerBackendAddressPools)")
+    assert {m for m, _, _ in arm.sent()} == {"GET", "POST"}, "what-if sends no PUT or DELETE"
+    (_, _, body), = arm.sent("POST", "/whatIf")
+    assert body["properties"]["mode"] == "Incremental" and body["properties"]["template"] == load("main.json")
+    assert parameters_sent(body)["joinBackendPool"] == {"value": False}
+
+
+def test_what_if_without_the_group_previews_at_subscription_scope(target, arm):
+    arm.error("GET", "/resourcegroups/rg-pgha", 404, "ResourceGroupNotFound", "Resource group 'rg-pgha' could not be found.")
+    arm.lro("POST", "/providers/Microsoft.Resources/deployments/pgha-plan/whatIf", load("what_if_create.json"))
+    lines = target.what_if()
+    assert "+ Create Microsoft.Network/loadBalancers/pgha-lb" in lines
+    assert "+ Create Microsoft.Compute/virtualMachines/pgha-pg3" in lines and len(lines) == 10
+    assert not arm.sent("PUT") and not arm.sent("DELETE")
+    (_, _, body), = arm.sent("POST", "/whatIf")
+    group, nested = body["properties"]["template"]["resources"]
+    assert group == {"type": "Microsoft.Resources/resourceGroups", "apiVersion": "2022-09-01", "name": "rg-pgha",
+                     "location": "westeurope", "tags": EXPECTED_TAGS}
+    assert nested["resourceGroup"] == "rg-pgha" and nested["properties"]["template"] == load("main.json")
+    assert nested["properties"]["parameters"]["joinBackendPool"] == {"value": False}
+    assert body["location"] == "westeurope"
+
+
+# ----- the staged deploy -----
+
+def answer_deployment(arm, what_if: str):
+    arm.lro("POST", f"{DEPLOYMENT}/whatIf", load(what_if))
+    arm.async_put(DEPLOYMENT, load("deployment_accepted.json"), {"status": "Succeeded"}, load("deployment_succeeded.json"))
+
+
+def test_provision_then_attach_flip_only_the_pool_membership(target, arm, state):
+    arm.error("GET", "/resourcegroups/rg-pgha", 404, "ResourceGroupNotFound", "Resource group 'rg-pgha' could not be found.")
+    arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"), status=201)
+    answer_deployment(arm, "what_if_create.json")
+    target.provision()
+
+    (_, _, group), = arm.sent("PUT", "/resourcegroups/rg-pgha?")
+    assert group == {"location": "westeurope", "tags": EXPECTED_TAGS}
+    order = [(m, u.split("?")[0].rsplit("/", 1)[-1]) for m, u, _ in arm.sent() if m in ("PUT", "POST")]
+    assert order == [("PUT", "rg-pgha"), ("POST", "whatIf"), ("PUT", "pgha-main")], "what-if before the deployment"
+    (_, _, stage1), = arm.sent("PUT", "/deployments/pgha-main?")
+    secrets_key = target.secrets.ssh_public_key
+    assert parameters_sent(stage1) == bicep_parameters(target.spec, join_pool=False, ssh_public_key=secrets_key,
+                                                        tags=EXPECTED_TAGS)
+    assert stage1["properties"]["mode"] == "Incremental" and stage1["tags"] == EXPECTED_TAGS
+    assert state.data["outputs"]["frontendIp"] == "20.1.2.3" and state.data["tags"] == EXPECTED_TAGS
+    known = (state.dir / "known_hosts").read_text().splitlines()
+    assert [line.split()[0] for line in known] == ["[20.1.2.3]:50001", "[20.1.2.3]:50002", "[20.1.2.3]:50003"]
+    assert (state.dir / "known_hosts").stat().st_mode & 0o777 == 0o600
+
+    answer_deployment(arm, "what_if_attach.json")
+    target.attach()
+    stage1_sent, stage3_sent = [b for _, _, b in arm.sent("PUT", "/deployments/pgha-main?")]
+    p1, p3 = parameters_sent(stage1_sent), parameters_sent(stage3_sent)
+    assert p1["joinBackendPool"] == {"value": False} and p3["joinBackendPool"] == {"value": True}
+    assert {k for k in p1 if p1[k] != p3[k]} == {"joinBackendPool"}, "attach changes the pool membership only"
+    assert p3 == bicep_parameters(target.spec, join_pool=True, ssh_public_key=secrets_key, tags=EXPECTED_TAGS)
+
+
+def test_provision_refuses_a_group_of_the_same_name_it_did_not_create(target, arm):
+    foreign = load("resource_group.json") | {"tags": {"owner": "someone-else"}}
+    arm.add("GET", "/resourcegroups/rg-pgha", foreign)
+    with pytest.raises(TargetError, match="refusing to deploy stack pgha into it: resource group rg-pgha has tags"):
+        target.provision()
+    assert not arm.sent("PUT") and not arm.sent("POST")
+
+
+def test_provision_refuses_a_subscription_off_the_allow_list(make_target, arm):
+    with pytest.raises(MissingPrerequisite, match="not in azure.subscription_allow_list"):
+        make_target(subscription_id="99999999-0000-0000-0000-000000000000").provision()
+    assert arm.sent() == []
+
+
+def test_deployment_without_the_expected_outputs_is_an_error(target, arm):
+    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_attach.json"))
+    bare = load("deployment_succeeded.json")
+    del bare["properties"]["outputs"]["nsgName"]
+    arm.add("PUT", DEPLOYMENT, bare)
+    with pytest.raises(TargetError, match="lacks the outputs nsgName"):
+        target.provision()
+
+
+def test_tags_expire_after_the_spec_expiry(target):
+    assert target._tags() == EXPECTED_TAGS and NOW.hour == 0 and target.spec.azure.expiry_hours == 8
