@@ -1,0 +1,171 @@
+"""Offline checks of ``azure-pipelines.yml``: the stages, their order and conditions, the schedule,
+the deployer commands, the published results, and that no secret is ever printed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PIPELINE = REPO / "azure-pipelines.yml"
+STAGES = ["Validate", "Provision", "Configure", "Attach", "Smoke", "Chaos", "Teardown"]
+SCHEDULE_ONLY = "eq(variables['Build.Reason'], 'Schedule')"
+#: Macro references that are not secrets: Azure DevOps' predefined variables (dotted names).
+MACRO = re.compile(r"\$\((?P<name>[A-Za-z0-9_.\-]+)\)")
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> dict:
+    return yaml.safe_load(PIPELINE.read_text())
+
+
+@pytest.fixture(scope="module")
+def stages(pipeline) -> dict[str, dict]:
+    return {s["stage"]: s for s in pipeline["stages"]}
+
+
+def steps(stage: dict) -> list[dict]:
+    return [step for job in stage["jobs"] for step in job["steps"]]
+
+
+def script(step: dict) -> str:
+    """The shell text a step runs (bash/script steps and AzureCLI@2 inline scripts)."""
+    return step.get("bash") or step.get("script") or step.get("inputs", {}).get("inlineScript") or ""
+
+
+def all_steps(pipeline) -> list[dict]:
+    return [step for stage in pipeline["stages"] for step in steps(stage)]
+
+
+def pipeline_variables(pipeline) -> set[str]:
+    names = {v["name"] for v in pipeline["variables"] if "name" in v}
+    for stage in pipeline["stages"]:
+        names |= set(stage.get("variables", {}) or {})
+    return names
+
+
+def secret_names(pipeline) -> set[str]:
+    """Variables that come from the Key Vault group: referenced, yet neither defined here nor
+    predefined by Azure DevOps."""
+    defined = pipeline_variables(pipeline)
+    text = PIPELINE.read_text()
+    return {m["name"] for m in MACRO.finditer(text) if "." not in m["name"] and m["name"] not in defined}
+
+
+def test_the_pipeline_loads_with_stages_in_order(pipeline):
+    assert [s["stage"] for s in pipeline["stages"]] == STAGES
+
+
+def test_each_stage_follows_the_previous_one(stages):
+    for before, after in zip(STAGES[:-2], STAGES[1:-1]):
+        assert stages[after]["dependsOn"] == before, after
+    assert set(stages["Teardown"]["dependsOn"]) >= set(STAGES[1:-1])
+
+
+def test_teardown_always_runs(stages):
+    assert stages["Teardown"]["condition"] == "always()"
+
+
+def test_chaos_runs_only_on_the_nightly_schedule(stages):
+    condition = stages["Chaos"]["condition"].replace(" ", "")
+    assert SCHEDULE_ONLY.replace(" ", "") in condition
+    assert condition.startswith("and(succeeded(),"), condition
+    for name in STAGES:
+        if name != "Chaos":
+            assert "Schedule" not in stages[name].get("condition", ""), name
+
+
+def test_nightly_schedule_runs_always(pipeline):
+    (schedule,) = pipeline["schedules"]
+    assert schedule["always"] is True
+    fields = schedule["cron"].split()
+    assert len(fields) == 5 and fields[2:] == ["*", "*", "*"], "nightly: every day"
+    assert "main" in schedule["branches"]["include"]
+
+
+def test_validate_runs_tests_bicep_checkov_and_ansible_lint(stages):
+    text = "\n".join(script(s) for s in steps(stages["Validate"]))
+    assert "pytest tests" in text
+    assert "az bicep build" in text and "az bicep lint" in text
+    assert ".venv-checkov/bin/checkov -d bicep --framework bicep --skip-download" in text
+    assert "make lint" in text or "ansible-lint" in text
+
+
+def test_stack_stages_run_the_deployer_with_a_workload_identity_connection(pipeline, stages):
+    until = {"Provision": "provision", "Configure": "configure", "Attach": "attach", "Smoke": "verify"}
+    assert "serviceConnection" in pipeline_variables(pipeline)
+    for name in STAGES[1:]:
+        cli = [s for s in steps(stages[name]) if s.get("task") == "AzureCLI@2"]
+        assert cli, f"{name} has no AzureCLI@2 step"
+        for step in cli:
+            assert step["inputs"]["azureSubscription"] == "$(serviceConnection)"
+            assert step["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)", "AzurePipelinesCredential needs it"
+        text = "\n".join(script(s) for s in cli)
+        if name in until:
+            assert re.search(r'deployer up --target azure --name "?\$\(stackName\)"?.* --until ' + until[name] + r"\b", text), name
+    assert "--what-if" in "\n".join(script(s) for s in steps(stages["Provision"]))
+    assert "pytest suites -m destructive" in "\n".join(script(s) for s in steps(stages["Chaos"]))
+    assert re.search(r'deployer down --name "?\$\(stackName\)', "\n".join(script(s) for s in steps(stages["Teardown"])))
+
+
+def test_results_and_reports_are_published(stages):
+    for name in ("Validate", "Smoke", "Chaos"):
+        tasks = {s.get("task"): s for s in steps(stages[name])}
+        results = tasks["PublishTestResults@2"]
+        assert results["inputs"]["testResultsFormat"] == "JUnit"
+        assert results["inputs"]["searchFolder"].endswith("/reports")
+        assert results["condition"] == "always()"
+        reports = [s for s in steps(stages[name]) if s.get("task") == "PublishPipelineArtifact@1"
+                   and s["inputs"]["targetPath"] == "reports"]
+        assert reports and all(s["condition"] == "always()" for s in reports), name
+
+
+def leaks(step: dict, secrets: set[str]) -> list[str]:
+    """How one step could reveal a secret: expanded into its script or inputs, printed from its
+    environment, or traced by a shell without ``set +x``. Empty when it cannot."""
+    name = step.get("displayName", "?")
+    found = []
+    text = script(step)
+    if used := {m["name"] for m in MACRO.finditer(text)} & secrets:
+        found.append(f"{name}: {sorted(used)} expanded into the script text")
+    for key, value in step.get("inputs", {}).items():
+        if key != "inlineScript" and {m["name"] for m in MACRO.finditer(str(value))} & secrets:
+            found.append(f"{name}: a secret in input {key}")
+    env = step.get("env", {})
+    secret_env = {k for k, v in env.items() if {m["name"] for m in MACRO.finditer(str(v))} & secrets}
+    secret_env |= {"SYSTEM_ACCESSTOKEN"} & set(env)
+    if secret_env and text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if lines[0] != "set +x" or "set -x" in text or "set -o xtrace" in text:
+            found.append(f"{name}: a script with secrets must start with set +x and never trace")
+        for line in lines:
+            if re.match(r"(echo|printf|cat)\b", line) or "##vso[task.setvariable" in line:
+                found += [f"{name}: prints ${var}" for var in secret_env if re.search(r"\$\{?" + var + r"\b", line)]
+        if "printenv" in text or re.search(r"^\s*env\s*$", text, re.M):
+            found.append(f"{name}: dumps the environment")
+    return found
+
+
+def test_secrets_come_from_a_key_vault_group(pipeline):
+    assert any("group" in v for v in pipeline["variables"]), "no variable group"
+    assert secret_names(pipeline) == {"pgha-admin-cidr", "pgha-subscription-id", "pgha-state-key"}
+
+
+def test_no_secret_is_expanded_echoed_or_traced(pipeline):
+    secrets = secret_names(pipeline)
+    problems = [p for step in all_steps(pipeline) for p in leaks(step, secrets)]
+    assert problems == []
+
+
+def test_the_leak_check_catches_each_kind_of_leak():
+    secrets = {"pgha-state-key"}
+    env = {"STATE_KEY": "$(pgha-state-key)"}
+    assert leaks({"bash": "set +x\necho $(pgha-state-key)"}, secrets)
+    assert leaks({"bash": "set +x\necho \"key: $STATE_KEY\"", "env": env}, secrets)
+    assert leaks({"bash": "set -euo pipefail\ntar c . | openssl enc -pass env:STATE_KEY", "env": env}, secrets)
+    assert leaks({"bash": "set +x\nprintenv", "env": env}, secrets)
+    assert leaks({"task": "X@1", "inputs": {"password": "$(pgha-state-key)"}}, secrets)
+    assert not leaks({"bash": "set +x\nopenssl enc -pass env:STATE_KEY", "env": env}, secrets)
