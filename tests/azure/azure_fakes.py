@@ -77,11 +77,13 @@ class Arm:
         self.add(method, path, status=202, headers={"Location": f"{ARM}/subscriptions/{SUB}{operation}"})
         self.add("GET", operation, final, status=status)
 
-    def async_put(self, path: str, accepted: dict, status_body: dict, final: dict | None = None):
-        """A PUT answered 201 + Azure-AsyncOperation, its status polled, then the resource read."""
+    def async_op(self, method: str, path: str, status_body: dict, accepted: dict | None = None,
+                 final: dict | None = None):
+        """An operation answered 201 (PUT) or 202 + Azure-AsyncOperation, its status polled, then, for a
+        PUT that succeeded, the resource read."""
         self._ops += 1
         operation = f"/providers/Microsoft.Resources/operationStatuses/op{self._ops}"
-        self.add("PUT", path, accepted, status=201,
+        self.add(method, path, accepted, status=201 if method == "PUT" else 202,
                  headers={"Azure-AsyncOperation": f"{ARM}/subscriptions/{SUB}{operation}"})
         self.add("GET", operation, status_body)
         if final is not None:

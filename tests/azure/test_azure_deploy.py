@@ -108,7 +108,8 @@ def test_what_if_without_the_group_previews_at_subscription_scope(target, arm):
 
 def answer_deployment(arm, what_if: str):
     arm.lro("POST", f"{DEPLOYMENT}/whatIf", load(what_if))
-    arm.async_put(DEPLOYMENT, load("deployment_accepted.json"), {"status": "Succeeded"}, load("deployment_succeeded.json"))
+    arm.async_op("PUT", DEPLOYMENT, {"status": "Succeeded"}, load("deployment_accepted.json"),
+                 load("deployment_succeeded.json"))
 
 
 def test_provision_then_attach_flip_only_the_pool_membership(target, arm, state):

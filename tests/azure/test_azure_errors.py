@@ -1,0 +1,83 @@
+"""Every class of Azure error becomes one TargetError sentence naming the operation and the resource."""
+
+from __future__ import annotations
+
+import pytest
+from azure_fakes import CMP, DEPLOYMENT, NET, NoCredential, load
+
+from deployer.targets.base import MissingPrerequisite, TargetError
+
+
+def test_401_names_the_credential(deployed, arm):
+    arm.error("GET", f"{NET}/networkSecurityGroups/pgha-nsg", 401, "InvalidAuthenticationToken",
+              "The access token is invalid.")
+    with pytest.raises(TargetError) as err:
+        deployed.security_rules()
+    assert str(err.value) == ("cannot read NSG pgha-nsg: Azure rejected the credential (401, InvalidAuthenticationToken: "
+                              "The access token is invalid.); sign in again or check the service connection")
+
+
+def test_403_names_the_missing_permission(target, arm):
+    arm.error("GET", "/resourcegroups/rg-pgha", 404, "ResourceGroupNotFound", "Resource group 'rg-pgha' could not be found.")
+    arm.error("PUT", "/resourcegroups/rg-pgha", 403, "AuthorizationFailed",
+              "The client 'x' does not have authorization to perform action 'Microsoft.Resources/subscriptions/resourcegroups/write'.")
+    with pytest.raises(TargetError, match=r"^cannot create or update resource group rg-pgha: permission denied \(403, "
+                                          r"AuthorizationFailed: .*\); the identity needs Contributor"):
+        target.provision()
+
+
+def test_404_names_what_is_missing(deployed, arm):
+    arm.error("GET", f"{NET}/loadBalancers/pgha-lb/backendAddressPools/nodes", 404, "NotFound",
+              "Resource /subscriptions/x/resourceGroups/rg-pgha/providers/Microsoft.Network/loadBalancers/pgha-lb not found.")
+    with pytest.raises(TargetError, match=r"^cannot read backend pool nodes of load balancer pgha-lb: not found \(404, NotFound: "):
+        deployed.backend_pool()
+
+
+def test_409_names_the_conflict(deployed, arm):
+    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.add("GET", f"{NET}/networkSecurityGroups/pgha-nsg", load("nsg.json"))
+    arm.error("PUT", f"{NET}/networkSecurityGroups/pgha-nsg", 409, "AnotherOperationInProgress",
+              "Another operation on this or dependent resource is in progress.")
+    with pytest.raises(TargetError, match=r"^cannot isolate pg1 in NSG pgha-nsg: conflict \(409, AnotherOperationInProgress: "
+                                          r"Another operation .*\); another operation may be running"):
+        deployed.isolate("pg1")
+
+
+def test_a_failed_deployment_gives_the_code_and_the_real_cause(target, arm):
+    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_attach.json"))
+    failed = {"status": "Failed", "error": {
+        "code": "DeploymentFailed", "message": "At least one resource deployment operation failed.",
+        "details": [{"code": "SkuNotAvailable",
+                     "message": "The requested VM size Standard_B2s is not available in westeurope zone 3."}]}}
+    arm.async_op("PUT", DEPLOYMENT, failed, accepted=load("deployment_accepted.json"))
+    with pytest.raises(TargetError) as err:
+        target.provision()
+    assert str(err.value) == (
+        "deploy deployment pgha-main in rg-pgha failed in Azure: DeploymentFailed: At least one resource deployment "
+        "operation failed.; SkuNotAvailable: The requested VM size Standard_B2s is not available in westeurope zone 3.")
+
+
+def test_a_failed_power_off_names_the_vm(deployed, arm):
+    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.async_op("POST", f"{CMP}/virtualMachines/pgha-pg2/powerOff", {"status": "Failed", "error": {
+        "code": "OperationNotAllowed", "message": "Operation 'powerOff' is not allowed since the VM is being deallocated."}})
+    with pytest.raises(TargetError, match=r"^power off VM pgha-pg2 \(pg2\) failed in Azure: OperationNotAllowed: "):
+        deployed.crash_vm("pg2")
+
+
+def test_no_credential_mid_operation_is_a_missing_prerequisite_and_sends_nothing(make_target, arm):
+    with pytest.raises(MissingPrerequisite, match="no usable Azure credential: sign in with `az login`"):
+        make_target(credential=NoCredential()).provision()
+    assert arm.sent() == []
+
+
+def test_a_node_unknown_to_the_deployment_is_named(deployed):
+    with pytest.raises(TargetError, match=r"no node 'pg9' in the deployment outputs \(pg1, pg2, pg3\)"):
+        deployed.crash_vm("pg9")
+
+
+def test_read_backs_before_provision_say_so(target):
+    with pytest.raises(TargetError, match="no deployment outputs: run provision first"):
+        target.backend_pool()
