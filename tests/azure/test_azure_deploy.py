@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
-from azure_fakes import DEPLOYMENT, NOW, SUB, NoCredential, load
+from azure_fakes import CMP, DEPLOYMENT, NOW, SUB, NoCredential, load
 
 from deployer.targets.azure import bicep
 from deployer.targets.azure.identity import AzureEnv
@@ -168,3 +168,14 @@ def test_deployment_without_the_expected_outputs_is_an_error(target, arm):
 
 def test_tags_expire_after_the_spec_expiry(target):
     assert target._tags() == EXPECTED_TAGS and NOW.hour == 0 and target.spec.azure.expiry_hours == 8
+
+
+def test_provision_of_a_stale_stack_restarts_the_vms_it_powered_off(target, arm, state):
+    state.data.update(stopped=["pg2"], isolated=["pg1"])
+    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    answer_deployment(arm, "what_if_attach.json")
+    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.lro("POST", f"{CMP}/virtualMachines/pgha-pg2/start")
+    target.provision()
+    assert state.data["stopped"] == [] and state.data["isolated"] == [], "the redeploy replaced the NSG's rules"

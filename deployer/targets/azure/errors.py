@@ -11,7 +11,7 @@ from deployer.targets.base import MissingPrerequisite, TargetError
 
 NO_CREDENTIAL = ("no usable Azure credential: sign in with `az login` (or set AZURE_CLIENT_ID, "
                  "AZURE_TENANT_ID and a federated token or secret), or run in Azure DevOps with a "
-                 "workload-identity service connection; nothing was created")
+                 "workload-identity service connection")
 
 
 def platform_says(exc: HttpResponseError) -> str:

@@ -125,11 +125,15 @@ class AzureTarget(Target):
     # ----- plumbing -----
 
     @functools.cached_property
+    def credential(self):
+        """The injected credential, else the one the environment calls for (see ``identity``)."""
+        return self._credential or self._env.credential()
+
+    @functools.cached_property
     def _az(self) -> _Clients:
         if not self._subscription_id:
             raise MissingPrerequisite(self._no_subscription())
-        return _Clients(self._credential or self._env.credential(), self._subscription_id,
-                        {"polling_interval": 5, **self._client_kwargs})
+        return _Clients(self.credential, self._subscription_id, {"polling_interval": 5, **self._client_kwargs})
 
     @property
     def secrets(self) -> Secrets:
@@ -233,7 +237,7 @@ class AzureTarget(Target):
         if not self._compiler_given and bicep.find_cli(self._which) is None:
             problems.append(bicep.NO_CLI)
         try:
-            (self._credential or self._env.credential()).get_token(ARM_SCOPE)
+            self.credential.get_token(ARM_SCOPE)
         except MissingPrerequisite as exc:
             problems.append(str(exc))
         except ClientAuthenticationError:
@@ -275,8 +279,9 @@ class AzureTarget(Target):
         now + ``azure.expiry_hours``), preview the deployment with what-if (changes logged), deploy
         ``main.bicep`` incrementally with ``joinBackendPool=false``, record its outputs in
         ``state.data["outputs"]``, and trust each VM's SSH host key on first use (``ssh-keyscan``
-        through its NAT port until sshd answers). An existing stack is updated in place, not
-        recreated; a same-named group the deployer did not create is refused."""
+        through its NAT port until sshd answers). A stale stack is converged, not recreated: the
+        redeploy restores the NSG's rules (isolation rules go) and VMs this target powered off are
+        started again. A same-named group the deployer did not create is refused."""
         self._require_allowed()
         template, group = self._template(), self._group()
         if group is not None:
@@ -287,6 +292,9 @@ class AzureTarget(Target):
                 self.resource_group, {"location": self.spec.azure.location, "tags": tags})
         self._record(resource_group=self.resource_group, subscription_id=self._subscription_id, tags=tags)
         self._deploy(template, join_pool=False, tags=tags)
+        self._record(isolated=[])
+        for node in list(self.state.data.get("stopped", [])):
+            self.start_vm(node)
         self._trust_host_keys()
 
     def _what_if(self, template: dict, parameters: dict, tags: dict, *, group_exists: bool) -> list[str]:
