@@ -1,0 +1,49 @@
+"""``deployer up --target azure --what-if`` end to end through the CLI, against the fake ARM."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from azure_fakes import ADMIN_CIDR, DEPLOYMENT, SUB, FakeCredential, NoCredential, load
+
+import deployer.state
+from deployer import cli
+from deployer.spec import DEFAULT_SPEC
+from deployer.targets.azure import bicep
+from deployer.targets.azure.identity import AzureEnv
+
+
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    """This machine: a state root of its own, no Azure variables, and no Bicep CLI."""
+    monkeypatch.setattr(deployer.state, "STATE_ROOT", tmp_path / "state")
+    for var in ("AZURE_SUBSCRIPTION_ID", "SYSTEM_OIDCREQUESTURI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(bicep, "find_cli", lambda which=None: None)
+    return tmp_path
+
+
+def test_what_if_without_credentials_fails_with_one_message_and_creates_nothing(machine, monkeypatch, arm, capsys):
+    monkeypatch.setattr(AzureEnv, "credential", lambda self: NoCredential())
+    assert cli.main(["up", "--target", "azure", "--what-if"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "azure preflight failed, nothing was created" in err
+    assert "AZURE_SUBSCRIPTION_ID is not set" in err and "az login" in err
+    assert arm.sent() == [] and not (machine / "state").exists()
+
+
+def test_what_if_with_a_fake_subscription_prints_the_planned_changes(machine, monkeypatch, arm, capsys):
+    raw = yaml.safe_load(DEFAULT_SPEC.read_text())
+    raw["azure"].update(admin_cidr=ADMIN_CIDR, subscription_allow_list=[SUB])
+    spec_file = machine / "stack.yaml"
+    spec_file.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SUB)
+    monkeypatch.setattr(AzureEnv, "credential", lambda self: FakeCredential())
+    monkeypatch.setattr(bicep, "find_cli", lambda which=None: ["bicep"])
+    monkeypatch.setattr(bicep, "cli_compiler", lambda which=None: lambda path: load("main.json"))
+    arm.error("GET", "/resourcegroups/rg-pgha", 404, "ResourceGroupNotFound", "Resource group 'rg-pgha' could not be found.")
+    arm.add("POST", "/providers/Microsoft.Resources/deployments/pgha-plan/whatIf", load("what_if_create.json"))
+    assert cli.main(["up", "--target", "azure", "--spec", str(spec_file), "--what-if"]) == 0
+    err = capsys.readouterr().err
+    assert "+ Create Microsoft.Network/loadBalancers/pgha-lb" in err
+    assert not arm.sent("PUT") and not arm.sent("DELETE") and DEPLOYMENT not in str(arm.sent())
