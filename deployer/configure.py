@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +49,10 @@ def run_playbook(target: Target, secrets: Secrets, progress: Callable[[str], Non
     runner = ansible_runner.run(
         private_data_dir=str(private), project_dir=str(ANSIBLE_DIR), playbook=playbook,
         inventory=inventory, extravars=render_extravars(secrets), quiet=True, event_handler=on_event,
-        envvars={"ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg")}, rotate_artifacts=3,
+        envvars={"ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+                 # ansible-playbook lives beside this interpreter (the venv), maybe not on PATH
+                 "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
+        rotate_artifacts=3,
     )
     extravars = private / "env" / "extravars"
     if extravars.exists():
