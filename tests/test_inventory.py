@@ -358,3 +358,22 @@ def test_rendering_notices_a_module_constant_drift(monkeypatch, spec):
     monkeypatch.setattr(inventory, "_spec_vars", lambda s: {**original(s), "patroni_tll": 20})
     with pytest.raises(ValueError, match="patroni_tll"):
         render_inventory(spec, hosts_for(spec), {})
+
+
+# ----- the roles' own conventions -----
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_default_is_prefixed_and_commented(role):
+    lines = (ANSIBLE_DIR / "roles" / role / "defaults" / "main.yml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line and not line[0].isspace() and not line.startswith(("#", "---")):
+            name = line.split(":", 1)[0]
+            assert name.startswith(f"{role}_"), f"{role}: {name} lacks the role prefix"
+            previous = next((p for p in reversed(lines[:i]) if p.strip()), "")
+            assert previous.startswith("#"), f"{role}: {name} has no comment above it"
+
+
+def test_no_role_waits_with_pause():
+    tasks = "\n".join(p.read_text() for p in (ANSIBLE_DIR / "roles").glob("*/*/*.yml"))
+    assert "pause" not in tasks and "wait_for:" not in tasks
+    assert tasks.count("until:") >= 5
