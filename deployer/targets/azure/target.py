@@ -28,13 +28,13 @@ from typing import Literal
 
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
 
+from deployer.netprobe import tcp
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec
 from deployer.state import StackState, write_private
 from deployer.targets.azure import bicep, convert
 from deployer.targets.azure.errors import NO_CREDENTIAL, azure_errors
 from deployer.targets.azure.identity import ARM_SCOPE, AzureEnv
-from deployer.netprobe import tcp
 from deployer.targets.base import (HostAccess, MissingPrerequisite, PoolMember, ProbeResult, RuleInForce,
                                    Target, TargetError)
 from deployer.wait import WaitTimeout, wait_until
