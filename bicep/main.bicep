@@ -100,7 +100,7 @@ module network 'modules/network.bicep' = {
   }
 }
 
-module frontendIp 'modules/publicIp.bicep' = {
+module frontendPublicIp 'modules/publicIp.bicep' = {
   name: '${deployment().name}-lbpip'
   params: {
     name: '${stackName}-lb-pip'
@@ -120,7 +120,7 @@ module loadBalancer 'modules/loadBalancer.bicep' = {
     name: '${stackName}-lb'
     location: location
     tags: tags
-    publicIpResourceId: frontendIp.outputs.resourceId
+    publicIpResourceId: frontendPublicIp.outputs.resourceId
     backendPoolName: backendPoolName
     haproxyPrimaryPort: haproxyPrimaryPort
     haproxyReplicasPort: haproxyReplicasPort
@@ -164,7 +164,7 @@ output nodes array = [for (node, i) in nodes: {
 }]
 
 @description('The public IPv4 address of the load balancer frontend.')
-output frontendIp string = frontendIp.outputs.ipAddress
+output frontendIp string = frontendPublicIp.outputs.ipAddress
 
 @description('The name of the load balancer.')
 output loadBalancerName string = loadBalancer.outputs.name

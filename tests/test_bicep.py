@@ -243,6 +243,61 @@ def test_main_uses_every_module_and_passes_valid_params():
     assert {m.resolve() for m in MODULES.glob("*.bicep")} == used
 
 
+def _root(expr) -> str | None:
+    """The symbol an accessor chain starts from: ``vms`` in ``vms[i].outputs.name``."""
+    while isinstance(expr, dict) and "operator" in expr and expr["operator"]["type"] in ("property_accessor", "index_accessor"):
+        expr = expr["operator"]["operands"]["operand_1"]
+    return expr if isinstance(expr, str) else None
+
+
+def _output_name(expr) -> str | None:
+    """``name`` in ``<module>.outputs.name`` or ``<module>.outputs.name[i]``."""
+    ops = expr["operator"]["operands"]
+    rest = ops["operand_2"]
+    if isinstance(rest, dict) and rest.get("operator", {}).get("type") == "property_accessor":
+        inner = rest["operator"]["operands"]
+        if inner["operand_1"] == "outputs":
+            return _root(inner["operand_2"])
+    return None
+
+
+def test_every_accessed_symbol_and_module_output_exists():
+    """What the Bicep CLI would catch first: an accessor or interpolation rooted in an undeclared
+    symbol, or a module output that the module does not declare."""
+    for f in FILES:
+        tree = parse(f)
+        modules = {sym: target for sym, target, _ in module_decls(f)}
+        declared = set(tree.get("parameters", {})) | set(tree.get("variables", {})) | \
+            set(tree.get("resources", {})) | set(modules)
+        for node in walk(tree):
+            if isinstance(node, dict) and "loop_type" in node:
+                detail = node["loop_type"]["detail"]
+                declared |= {detail.get("item_name"), detail.get("index_name")} - {None}
+
+        def check(node):
+            if isinstance(node, str):
+                for name in re.findall(r"\$\{\s*([A-Za-z_]\w*)(?!\w|\s*\()", node):
+                    assert name in declared, f"{f.name}: interpolation uses undeclared {name!r} in {node!r}"
+            elif isinstance(node, list):
+                for item in node:
+                    check(item)
+            elif isinstance(node, dict) and node.get("operator", {}).get("type") == "property_accessor":
+                # pycep nests ``a.b.c`` to the right: operand_2 is the property path, not symbols.
+                root = _root(node)
+                if root is not None:
+                    assert root in declared, f"{f.name}: {root!r} is not declared"
+                    if root in modules and (out := _output_name(node)):
+                        assert out in parse(modules[root]).get("outputs", {}), \
+                            f"{f.name}: module {root} has no output {out!r}"
+                check(node["operator"]["operands"]["operand_1"])
+            elif isinstance(node, dict):
+                for key, value in node.items():
+                    if key not in ("type", "decorators"):
+                        check(value)
+
+        check(tree)
+
+
 def test_every_param_is_described_required_or_optional():
     for f in FILES:
         for name, param in parse(f)["parameters"].items():
