@@ -55,7 +55,7 @@ param probeThreshold int
 @description('Required. Size of the VMs (stack.yaml azure.vm_size).')
 param vmSize string
 
-@description('Required. Admin user of the VMs (stack.yaml azure.admin_user).')
+@description('Required. Admin user of the VMs (stack.yaml admin_user).')
 param adminUsername string
 
 @description('Required. OpenSSH public key of the admin user, generated and kept by the deployer.')

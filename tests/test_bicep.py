@@ -480,6 +480,7 @@ def test_parameters_carry_the_spec_values(spec, params):
     assert v["sshPort"] == spec.ports.ssh
     assert v["vmSize"] == spec.azure.vm_size and v["location"] == spec.azure.location
     assert v["tags"] == TAGS and v["sshPublicKey"] == SSH_KEY and v["stackName"] == spec.name
+    assert v["adminUsername"] == spec.admin_user
 
 
 def test_parameters_refuse_a_bad_key_or_no_tags(spec):

@@ -28,7 +28,7 @@ param privateIp string
 @description('Required. Size of the VM (stack.yaml azure.vm_size).')
 param vmSize string
 
-@description('Required. Name of the admin user that Ansible logs in as (stack.yaml azure.admin_user).')
+@description('Required. Name of the admin user that Ansible logs in as (stack.yaml admin_user).')
 param adminUsername string
 
 @description('Required. OpenSSH public key of the admin user; the only way in (passwords are disabled).')

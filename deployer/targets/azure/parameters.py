@@ -22,12 +22,6 @@ _SSH_KEY_TYPES = ("ssh-rsa ", "ssh-ed25519 ")
 _TAG_NAME_MAX, _TAG_VALUE_MAX = 512, 256
 
 
-def _admin_user(spec: StackSpec) -> str:
-    # The admin user is being moved from ``azure.admin_user`` to the top level of the spec.
-    user = getattr(spec, "admin_user", None)
-    return user if user is not None else spec.azure.admin_user
-
-
 def resolve_source(spec: StackSpec, source: str) -> str:
     """A spec rule source as an NSG ``sourceAddressPrefix``.
 
@@ -129,7 +123,7 @@ def bicep_parameters(spec: StackSpec, *, join_pool: bool, ssh_public_key: str, t
         "probeIntervalSeconds": spec.load_balancer.probe_interval_s,
         "probeThreshold": spec.load_balancer.probe_threshold,
         "vmSize": spec.azure.vm_size,
-        "adminUsername": _admin_user(spec),
+        "adminUsername": spec.admin_user,
         "sshPublicKey": _check_ssh_key(ssh_public_key),
         "joinBackendPool": bool(join_pool),
     }
