@@ -31,11 +31,15 @@ def cluster(target: Target, timeout: float = 3.0) -> list[Member]:
         except requests.RequestException as exc:
             errors.append(f"{node.name}: {exc}")
             continue
-        return [Member(name=m["name"], address=m.get("host", ""),
-                       role="leader" if m["role"] in ("leader", "standby_leader") else "replica",
-                       state=m["state"], lag_bytes=m.get("lag") if isinstance(m.get("lag"), int) else None,
-                       timeline=m.get("timeline")) for m in resp.json().get("members", [])]
+        return [_member(m) for m in resp.json().get("members", [])]
     raise ConnectionError("no Patroni REST API answered: " + "; ".join(errors))
+
+
+def _member(m: dict) -> Member:
+    leader = m["role"] in ("leader", "standby_leader")
+    lag = 0 if leader else (m.get("lag") if isinstance(m.get("lag"), int) else None)  # "unknown" -> None
+    return Member(name=m["name"], address=m.get("host", ""), role="leader" if leader else "replica",
+                  state=m["state"], lag_bytes=lag, timeline=m.get("timeline"))
 
 
 def healthy(members: list[Member], nodes: int) -> bool:

@@ -80,7 +80,8 @@ class SecurityRule(Strict):
     """One NSG rule. ``ports`` are names from ``ports`` (or numbers); empty means all ports."""
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,79}$")]
-    priority: int = Field(ge=100, le=4096)
+    #: 100-109 are reserved for the deny rules a partition drill injects (see targets' ``isolate``).
+    priority: int = Field(ge=110, le=4096)
     direction: Literal["inbound", "outbound"] = "inbound"
     access: Literal["allow", "deny"]
     protocol: Literal["tcp", "udp", "any"] = "tcp"

@@ -59,7 +59,7 @@ def test_failover_budget_comes_from_patroni_and_health_checks():
     ("patroni.loop_wait", 15, "ttl (20) must be at least"),
     ("security_rules.0.source", "everyone", "neither a CIDR nor"),
     ("security_rules.0.ports", ["haproxy_primary", "mysql"], "unknown port name 'mysql'"),
-    ("security_rules.1.priority", 100, "priority: 100 is already used"),
+    ("security_rules.1.priority", 110, "priority: 110 is already used"),
     ("azure.admin_cidr", "0.0.0.0/0", "azure.admin_cidr"),
     ("local.transit_cidr", "10.0.200.0/24", "overlaps network.vnet_cidr"),
 ])
@@ -72,21 +72,21 @@ def test_invalid_spec_is_refused_naming_the_field(path, value, message):
 @pytest.mark.parametrize("source", ["*", "Any", "Internet", "0.0.0.0/0"])
 @pytest.mark.parametrize("port", ["postgres", "etcd_client", "patroni", "ssh", "etcd_peer"])
 def test_rule_opening_a_protected_port_to_everyone_is_refused(source, port):
-    raw = changed("security_rules.0", {"name": "oops", "priority": 150, "access": "allow",
+    raw = changed("security_rules.0", {"name": "oops", "priority": 160, "access": "allow",
                                          "source": source, "ports": [port]})
     with pytest.raises(SpecError, match=r"security_rules\.0 \(oops\): opens " + port):
         parse_spec(raw)
 
 
 def test_open_rule_without_ports_opens_everything_and_is_refused():
-    raw = changed("security_rules.0", {"name": "all", "priority": 150, "access": "allow", "protocol": "any",
+    raw = changed("security_rules.0", {"name": "all", "priority": 160, "access": "allow", "protocol": "any",
                                          "source": "Internet", "ports": []})
     with pytest.raises(SpecError, match="opens etcd_client, etcd_peer, patroni, postgres, ssh"):
         parse_spec(raw)
 
 
 def test_deny_from_everyone_and_allow_from_a_cidr_are_fine():
-    raw = changed("security_rules.0", {"name": "office", "priority": 150, "access": "allow",
+    raw = changed("security_rules.0", {"name": "office", "priority": 160, "access": "allow",
                                          "source": "192.0.2.0/28", "ports": ["postgres"]})
     assert parse_spec(raw).security_rules[0].source == "192.0.2.0/28"
 

@@ -39,7 +39,7 @@ def test_crash_vm_powers_off_without_shutdown_and_start_vm_starts(deployed, arm,
 def isolated_nsg(node: str, address: str) -> dict:
     """The NSG as Azure returns it with the node's isolation rules in place."""
     nsg = load("nsg.json")
-    for name, direction, priority, src, dst in ((f"pgha-isolate-{node}-in", "Inbound", 101, "*", address),
+    for name, direction, priority, src, dst in ((f"pgha-isolate-{node}-in", "Inbound", 100, "*", address),
                                                 (f"pgha-isolate-{node}-out", "Outbound", 100, address, "*")):
         nsg["properties"]["securityRules"].append({"name": name, "properties": {
             "provisioningState": "Succeeded", "protocol": "*", "access": "Deny", "direction": direction,
@@ -58,9 +58,9 @@ def test_isolate_adds_deny_rules_both_ways_with_flush_and_heal_removes_exactly_t
     assert put["properties"]["flushConnection"] is True
     rules = rules_of(put)
     assert rules["pgha-isolate-pg1-in"] == {
-        "description": "pgha fault: isolate pg1", "protocol": "*", "access": "Deny", "direction": "Inbound", "priority": 101,
+        "description": "pgha fault: isolate pg1", "protocol": "*", "access": "Deny", "direction": "Inbound", "priority": 100,
         "sourcePortRange": "*", "destinationPortRange": "*", "sourceAddressPrefix": "*",
-        "destinationAddressPrefix": "10.0.1.4"}, "101: the lowest inbound priority the spec leaves free"
+        "destinationAddressPrefix": "10.0.1.4"}, "100: reserved for drills, before every spec rule"
     out = rules["pgha-isolate-pg1-out"]
     assert (out["access"], out["direction"], out["priority"], out["sourceAddressPrefix"], out["destinationAddressPrefix"]) \
         == ("Deny", "Outbound", 100, "10.0.1.4", "*")
@@ -95,7 +95,7 @@ def test_a_second_isolated_node_takes_the_next_free_priorities(deployed, arm):
     arm.add("PUT", NSG, load("nsg.json"))
     deployed.isolate("pg2")
     rules = rules_of(arm.sent("PUT")[0][2])
-    assert (rules["pgha-isolate-pg2-in"]["priority"], rules["pgha-isolate-pg2-out"]["priority"]) == (102, 101)
+    assert (rules["pgha-isolate-pg2-in"]["priority"], rules["pgha-isolate-pg2-out"]["priority"]) == (101, 101)
     assert "pgha-isolate-pg1-in" in rules, "isolating pg2 keeps pg1 isolated"
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from deployer.secrets import Secrets
@@ -200,10 +201,13 @@ class LocalTarget(Target):
 
     def teardown(self) -> None:
         lb.stop(self.lb_dir)
-        for vm in self._all_vm_dirs():
-            if vm.launcher_pid():
-                log.info("Stopping VM %s.", vm.node)
-                vm.stop()
+        vms = self._all_vm_dirs()
+        running = [vm for vm in vms if vm.launcher_pid()]
+        if running:
+            log.info("Stopping VMs %s (poweroff, SIGKILL after 30 s).", ", ".join(vm.node for vm in running))
+            with ThreadPoolExecutor(len(running)) as pool:
+                list(pool.map(lambda vm: vm.stop(), running))
+        for vm in vms:
             vm.unmount()
             vm.remove_cgroups()
         names = network.existing_namespaces(self.state.name)
