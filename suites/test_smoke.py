@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -59,6 +60,7 @@ def test_protected_ports_closed_from_the_internet(stack, port_name):
     address, frontend_port = stack.target.frontend()
     control = stack.target.probe("internet", address, frontend_port)
     assert control.reachable, f"control probe to the frontend {address}:{frontend_port} failed: {control.detail}"
-    for node in stack.spec.nodes:
-        result = stack.target.probe("internet", str(node.address), port, timeout=2)
-        assert not result.reachable, f"{node.name}:{port} ({port_name}) is reachable from the internet"
+    with ThreadPoolExecutor(len(stack.spec.nodes)) as pool:
+        results = list(pool.map(lambda n: stack.target.probe("internet", str(n.address), port, timeout=2), stack.spec.nodes))
+    opened = [f"{r.dst}:{r.port} ({r.detail})" for r in results if r.reachable]
+    assert not opened, f"{port_name} reachable from the internet on {opened}"
