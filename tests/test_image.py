@@ -80,6 +80,15 @@ def test_key_is_16_hex_digits_and_ignores_order_duplicates_and_blanks():
     assert image.image_key(list(reversed(DEB)) + [DEB[0], " "], list(reversed(PIP)), "pgadmin") == key
 
 
+@pytest.mark.parametrize("seed", ["1", "2"])
+def test_key_is_the_same_in_another_process(seed):
+    """The cache outlives the process: string hashing (PYTHONHASHSEED) must not leak into the key."""
+    code = f"from deployer.targets.local import image; print(image.image_key({DEB[::-1]!r}, {PIP!r}, 'pgadmin'))"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent).stdout
+    assert out.strip() == image.image_key(DEB, PIP, "pgadmin")
+
+
 @pytest.mark.parametrize("change", [
     lambda d, p, u: (d + ["curl"], p, u),
     lambda d, p, u: (d[:-1], p, u),

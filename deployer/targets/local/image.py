@@ -36,7 +36,9 @@ one (old images are never deleted here). A bake works in ``.<key>.bake-*`` besid
 directory and renames it into place only after READY is written, so a reader sees either nothing
 or a complete image. Whatever ends a bake early (an error, Ctrl-C) unmounts what it mounted,
 deletes its work directory and leaves no READY. Needs root, ``debootstrap``, and a host Python
-3.11 with pip (the image's Python is 3.11; its wheels are built on the host, see below).
+3.11 with pip: the chroot sees neither the host's pip configuration nor its certificates, so the
+wheels are built by the host's pip (``pip wheel``: some of Patroni's dependencies ship only source
+distributions, so ``pip download --only-binary`` cannot work) and installed offline in the chroot.
 """
 
 from __future__ import annotations
@@ -314,9 +316,10 @@ def ensure_image(debian_packages: Iterable[str], pip_requirements: Iterable[str]
     A cache hit (``READY`` exists) returns at once, without root and without touching anything.
     Otherwise the host is checked first (root, ``debootstrap``, a Python 3.11 with pip, a Debian
     bookworm entry in its apt sources, :data:`MIN_FREE_BYTES` free) and MissingPrerequisite or
-    ImageError says what is missing before anything is created. Then the image is baked (about
-    2.5 minutes) while holding ``.<key>.lock``; a second process asking for the same key waits and
-    then gets the first one's image. Each step is announced through ``progress`` as one sentence.
+    ImageError says what is missing before anything is created. Then the image is baked (75-130 s
+    on a 2-core machine, mostly debootstrap and apt) while holding ``.<key>.lock``; a second
+    process asking for the same key waits and then gets the first one's image. Each step is
+    announced through ``progress`` as one sentence.
 
     A failed step raises ImageError with the command, the last lines of its output and the path of
     the kept log (``<key>.failed.log``); the work directory is gone and there is no READY. The
@@ -345,7 +348,7 @@ def ensure_image(debian_packages: Iterable[str], pip_requirements: Iterable[str]
         failed_log = cache_root / f"{key}.failed.log"
         try:
             with _Bake(work / "bake.log", progress, key) as bake:
-                bake.say(f"Baking image {key} under {cache_root} (about 2.5 minutes; log: {final / 'bake.log'}).")
+                bake.say(f"Baking image {key} under {cache_root} (1-2 minutes; log: {final / 'bake.log'}).")
                 debian, pip = _normalised(debian_packages, pip_requirements)
                 ready = _bake(bake, work / "rootfs", debian, pip, admin_user, sources, python)
                 (work / "READY").write_text(json.dumps(ready, indent=2, sort_keys=True) + "\n")
@@ -424,7 +427,8 @@ class _Bake:
         try:
             out, _ = proc.communicate(timeout=timeout)
         except BaseException as exc:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             if isinstance(exc, subprocess.TimeoutExpired):
                 raise ImageError(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s; {self._tail()}") from exc
@@ -442,17 +446,18 @@ class _Bake:
     def _tail(self, lines: int = 25) -> str:
         self.log.flush()
         tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return "its last output:\n" + "\n".join(tail) + f"\n(full log: {self.log_path.parent.parent / (self.key + '.failed.log')})"
+        kept = self.log_path.parent.parent / f"{self.key}.failed.log"
+        return "its last output:\n" + "\n".join(tail) + f"\n(full log: {kept})"
 
 
 def _bake(bake: _Bake, rootfs: Path, debian: list[str], pip: list[str], admin_user: str,
           sources: DebianSources, python: str) -> dict:
     main = sources.main
     with bake.step("debootstrap", f"debootstrap {SUITE} (minbase) from {main.uri} (about 75 s)."):
-        keyring = main.option("Signed-By")
+        keyring = main.option("Signed-By") or ""
         bake.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
                   f"--components={','.join(main.components)}",
-                  *([f"--keyring={keyring}"] if keyring and keyring.startswith("/") and Path(keyring).is_file() else []),
+                  *([f"--keyring={keyring}"] if keyring.startswith("/") and Path(keyring).is_file() else []),
                   SUITE, str(rootfs), main.uri], env={**os.environ, "LC_ALL": "C"}, timeout=1800)
     _write(rootfs / "usr/sbin/policy-rc.d", _POLICY_RC_D, 0o755)
     try:
@@ -466,8 +471,7 @@ def _bake(bake: _Bake, rootfs: Path, debian: list[str], pip: list[str], admin_us
             if pip:
                 with bake.step("pip", f"pip install {' '.join(pip)} into {VENV} from a wheelhouse built on the host."):
                     wheels = rootfs / "tmp/pgha-wheelhouse"
-                    # Built with pip wheel, not pip download --only-binary: some of Patroni's
-                    # dependencies (ydiff, python-etcd) ship only source distributions.
+                    # pip wheel, not pip download --only-binary: ydiff and python-etcd are sdists only
                     bake.run([python, "-m", "pip", "wheel", "--disable-pip-version-check", "--wheel-dir",
                               str(wheels), *pip])
                     bake.chroot(rootfs, "python3", "-m", "venv", VENV)
@@ -483,7 +487,7 @@ def _bake(bake: _Bake, rootfs: Path, debian: list[str], pip: list[str], admin_us
                        if (rootfs / VENV.lstrip("/") / "bin/patroni").exists() else None)
             names = [re.split(r"[=:]", p)[0] for p in debian]
             versions = bake.chroot(rootfs, "dpkg-query", "-W", "-f", "${Package}=${Version}\\n", *names,
-                                   capture=True).split()
+                                   capture=True).split() if names else []
     finally:
         (rootfs / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
     size = int(bake.run(["du", "--summarize", "--one-file-system", "--block-size=1", str(rootfs)],
