@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False, markup=False)])
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every HTTP request at INFO
     try:
         return {"up": cmd_up, "status": cmd_status, "down": cmd_down, "image": cmd_image}[args.command](args)
     except (SpecError, TargetError) as exc:

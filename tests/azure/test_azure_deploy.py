@@ -44,7 +44,22 @@ def test_preflight_lists_every_missing_prerequisite_at_once(make_target, spec):
     assert "11111111-2222-3333-4444-555555555555 is not in azure.subscription_allow_list" in text
     assert "azure.admin_cidr is not set" in text
     assert "Bicep CLI is not installed" in text and "Azure DevOps agent" in text
-    assert "az login" in text
+    assert "credential was not tried" in text, "no token request leaves the machine before the rest is right"
+
+
+def test_preflight_names_the_sign_in_when_only_the_credential_is_missing(make_target):
+    with pytest.raises(MissingPrerequisite) as err:
+        make_target(credential=NoCredential()).preflight()
+    assert "az login" in str(err.value) and "not tried" not in str(err.value)
+
+
+def test_default_credential_skips_managed_identity_unless_asked():
+    from deployer.targets.azure.identity import AzureEnv
+
+    assert AzureEnv.from_environ({}).managed_identity is False
+    assert AzureEnv.from_environ({"PGHA_AZURE_MANAGED_IDENTITY": "1"}).managed_identity is True
+    credential = AzureEnv.from_environ({}).credential()
+    assert "ManagedIdentityCredential" not in [type(c).__name__ for c in credential.credentials]
 
 
 def test_preflight_needs_a_subscription_id(make_target):

@@ -27,6 +27,8 @@ class AzureEnv:
     oidc_request_uri: str | None
     pipeline: dict[str, str]
     system_access_token: str | None = dataclasses.field(default=None, repr=False)
+    #: ``PGHA_AZURE_MANAGED_IDENTITY=1``: also try the VM's managed identity (an Azure-hosted runner).
+    managed_identity: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> AzureEnv:
@@ -34,7 +36,8 @@ class AzureEnv:
         return cls(subscription_id=env.get("AZURE_SUBSCRIPTION_ID") or None,
                    oidc_request_uri=env.get("SYSTEM_OIDCREQUESTURI") or None,
                    pipeline={k: env[k] for k in PIPELINE_VARS if env.get(k)},
-                   system_access_token=env.get("SYSTEM_ACCESSTOKEN") or None)
+                   system_access_token=env.get("SYSTEM_ACCESSTOKEN") or None,
+                   managed_identity=env.get("PGHA_AZURE_MANAGED_IDENTITY") == "1")
 
     @property
     def in_pipeline(self) -> bool:
@@ -50,7 +53,8 @@ class AzureEnv:
         from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
 
         if not self.in_pipeline:
-            return DefaultAzureCredential()
+            # Managed identity probes the instance metadata address; only where asked for.
+            return DefaultAzureCredential(exclude_managed_identity_credential=not self.managed_identity)
         missing = [k for k in PIPELINE_VARS if k not in self.pipeline]
         if not self.system_access_token:
             missing.append("SYSTEM_ACCESSTOKEN")

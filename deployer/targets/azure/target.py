@@ -231,17 +231,21 @@ class AzureTarget(Target):
 
     def preflight(self) -> None:
         """Check, creating nothing: ``AZURE_SUBSCRIPTION_ID`` set and in ``azure.subscription_allow_list``,
-        ``azure.admin_cidr`` set, a Bicep CLI present (unless a compiler was injected), and a
-        credential that yields an ARM token. Every problem found goes into one MissingPrerequisite."""
+        ``azure.admin_cidr`` set, a Bicep CLI present (unless a compiler was injected), and then
+        (only when all of those hold, so nothing leaves this machine before) a credential that
+        yields an ARM token. Every problem found goes into one MissingPrerequisite."""
         problems = self._local_problems()
         if not self._compiler_given and bicep.find_cli(self._which) is None:
             problems.append(bicep.NO_CLI)
-        try:
-            self.credential.get_token(ARM_SCOPE)
-        except MissingPrerequisite as exc:
-            problems.append(str(exc))
-        except ClientAuthenticationError:
-            problems.append(NO_CREDENTIAL)
+        if problems:  # no token request (no network at all) while anything static is missing
+            problems.append("the Azure credential was not tried: fix the above first")
+        else:
+            try:
+                self.credential.get_token(ARM_SCOPE)
+            except MissingPrerequisite as exc:
+                problems.append(str(exc))
+            except ClientAuthenticationError:
+                problems.append(NO_CREDENTIAL)
         if problems:
             raise MissingPrerequisite("azure preflight failed, nothing was created:\n  - " + "\n  - ".join(problems))
 
