@@ -97,7 +97,14 @@ def cmd_status(args) -> int:
 
 def cmd_down(args) -> int:
     name = args.name or load_spec(DEFAULT_SPEC).name
-    state, target = _stack(name)
+    if StackState.load(name) is None:
+        # The state is gone (deleted, or a run died before writing it): look for what the local
+        # target may still hold under this name, so a stale stack is never unreachable.
+        log.info("No saved state for %s; looking for leftovers of a local stack of that name.", name)
+        state = StackState(name=name, target="local", spec_path=str(DEFAULT_SPEC))
+        target = get("local")(load_spec(DEFAULT_SPEC), state)
+    else:
+        state, target = _stack(name)
     left = stages.down(state, target)
     if left:
         console.print(f"[red]Teardown of {name} left {len(left)} thing(s) behind:")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -106,11 +107,10 @@ def verify(name: str) -> dict:
 
 
 def down(state: StackState, target: Target) -> list[str]:
-    """Tear the stack down, then list what is left (empty = clean); the state is removed when clean."""
+    """Tear the stack down, then list what is left (empty = clean); the state dir goes when clean."""
     log.info("Tearing down stack %s on target %s.", state.name, state.target)
     target.teardown()
     left = target.leftovers()
     if not left:
-        for path in (state.dir / "state.json",):
-            path.unlink(missing_ok=True)
+        shutil.rmtree(state.dir, ignore_errors=True)  # state, secrets and SSH key go with the stack
     return left

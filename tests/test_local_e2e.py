@@ -15,6 +15,7 @@ import pytest
 
 from deployer.spec import load_spec
 from deployer.state import StackState
+from deployer.targets import get
 
 pytestmark = pytest.mark.e2e
 NAME = "pgha"
@@ -70,6 +71,19 @@ def test_smoke_suite_passes_against_the_stack(deployed):
     assert proc.returncode == 0, proc.stdout[-4000:]
 
 
+def test_up_after_a_run_that_died_cleans_the_leftovers_first(deployed):
+    # A run that died: its state file is gone and a VM was killed, the rest is still there.
+    target = get("local")(SPEC, StackState.load(NAME))
+    target.vm("pg2").kill()
+    StackState.path_for(NAME).unlink()
+    proc = deployer("up", "--name", NAME)
+    log = " ".join(proc.stderr.split())
+    assert "left resources behind; tearing them down first" in log, log[-2000:]
+    status = json.loads(deployer("status", "--name", NAME, "--json").stdout)
+    assert sorted(n["role"] for n in status["nodes"]) == ["leader", "replica", "replica"], status["nodes"]
+    assert all(m["healthy"] for m in status["load_balancer"]["members"]), status["load_balancer"]
+
+
 def test_second_up_keeps_the_vms_and_converges_with_no_change(deployed):
     deployer("up", "--name", NAME)
     state = StackState.load(NAME)
@@ -84,3 +98,4 @@ def test_down_leaves_nothing_behind(deployed):
     assert "/var/lib/pgha/" not in Path("/proc/mounts").read_text()
     assert subprocess.run(["pgrep", "-f", f"systemd-nspawn.*/var/lib/pgha/{NAME}/"]).returncode == 1
     assert not list(Path("/sys/fs/cgroup/unified").glob(f"**/{NAME}.*"))
+    assert not StackState.path_for(NAME).parent.exists(), "the state dir (secrets included) goes with the stack"
