@@ -17,6 +17,7 @@ drill: deps venv image
 ## test: the project's tests: unit tests first, then a real local deploy, its checks and teardown
 test: deps venv checkov image
 	$(PY) -m pytest tests -m "not e2e" -p no:cacheprovider -q
+	cd ansible && ../$(VENV)/bin/ansible-lint
 	$(PY) -m pytest tests -m e2e -p no:cacheprovider -v
 
 unit: venv

@@ -302,3 +302,18 @@ def test_processes_chrooted_into_the_tree_are_killed_and_others_are_not(tmp_path
         assert outside.poll() is None
     finally:
         inside.kill(), outside.kill(), inside.wait(), outside.wait()
+
+
+def test_prune_keeps_the_current_image_and_any_image_an_overlay_uses(tmp_path):
+    from deployer.targets.local.image import prune_images
+
+    for key in ("current", "in-use", "stale"):
+        (tmp_path / key / "rootfs").mkdir(parents=True)
+        (tmp_path / key / "READY").write_text("{}")
+    (tmp_path / "half-baked").mkdir()
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"overlay /var/lib/pgha/x/vms/pg1/root overlay rw,lowerdir={tmp_path}/in-use/rootfs,"
+                      f"upperdir=/u,workdir=/w 0 0\nproc /proc proc rw 0 0\n")
+    removed = prune_images(tmp_path / "current" / "rootfs", tmp_path, mounts)
+    assert removed == [tmp_path / "stale"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "half-baked", "in-use", "mounts"]

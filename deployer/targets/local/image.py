@@ -607,3 +607,22 @@ def _remove_tree(path: Path) -> None:
         raise ImageError(f"not deleting {path}: still mounted there: {', '.join(map(str, remaining))}")
     if path.exists():
         shutil.rmtree(path)
+
+
+def prune_images(keep: Path, cache_root: Path = DEFAULT_CACHE_ROOT,
+                 mounts: Path = Path("/proc/self/mounts")) -> list[Path]:
+    """Delete every cached image but ``keep`` (a ``<key>/rootfs`` path) that no overlay uses as its
+    lower layer; returns what was deleted. Images are 0.5 GB each: a changed role package list
+    would otherwise leave one behind per change."""
+    in_use = {keep.parent.resolve()}
+    for line in mounts.read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[2] == "overlay":
+            in_use |= {Path(opt.removeprefix("lowerdir=")).resolve().parent
+                       for opt in fields[3].split(",") if opt.startswith("lowerdir=")}
+    removed = []
+    for image in sorted(p for p in cache_root.iterdir() if p.is_dir() and (p / "READY").exists()):
+        if image.resolve() not in in_use:
+            _remove_tree(image)
+            removed.append(image)
+    return removed

@@ -15,7 +15,7 @@ from deployer.secrets import Secrets
 from deployer.targets.base import HostAccess, MissingPrerequisite, PoolMember, ProbeResult, RuleInForce, Target
 from deployer.targets.local import lb, network, nsg
 from deployer.targets.local.cmd import ok, run
-from deployer.targets.local.image import ensure_image
+from deployer.targets.local.image import ensure_image, prune_images
 from deployer.targets.local.network import Layout
 from deployer.targets.local.vm import VM, HIERARCHIES, CGROUP_ROOT
 from deployer.wait import wait_until
@@ -86,6 +86,8 @@ class LocalTarget(Target):
                              progress=lambda msg: log.info("%s", msg))
         self.state.data["image"] = str(image)
         self.state.save()
+        for old in prune_images(image, IMAGE_CACHE):
+            log.info("Removed the unused cached image %s.", old.name)
         log.info("Creating namespaces %s, the bridge and the management route.", ", ".join(self.layout.namespaces))
         network.create(self.layout)
         log.info("Loading the NSG (%d rules, default deny) into nftables in %s.", len(self.spec.security_rules), self.layout.vnet)
