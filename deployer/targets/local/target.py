@@ -63,8 +63,9 @@ class LocalTarget(Target):
         if "overlay" not in Path("/proc/filesystems").read_text():
             problems.append("the kernel has no overlayfs")
         need = self.spec.local.min_free_disk_gib
-        for where in (self.state.dir.parent, IMAGE_CACHE.parent):
-            where.mkdir(parents=True, exist_ok=True)
+        for where in (self.state.dir.parent, IMAGE_CACHE):
+            while not where.exists():  # measure where it will be created, creating nothing
+                where = where.parent
             free = shutil.disk_usage(where).free / 2**30
             if free < need:
                 problems.append(f"{where} has {free:.1f} GiB free, the stack needs {need:g} GiB")

@@ -1,0 +1,61 @@
+"""Local target pieces that need no root: preflight, the load balancer's config and read-back."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from deployer.spec import load_spec
+from deployer.state import StackState
+from deployer.targets.base import MissingPrerequisite
+from deployer.targets.local import lb, target as local
+from deployer.targets.local.network import Layout
+
+SPEC = load_spec()
+
+
+def test_preflight_names_every_missing_prerequisite_and_creates_nothing(monkeypatch, tmp_path):
+    monkeypatch.setattr(local.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(local.shutil, "which", lambda tool: None if tool == "systemd-nspawn" else f"/usr/bin/{tool}")
+    Usage = collections.namedtuple("Usage", "total used free")
+    monkeypatch.setattr(local.shutil, "disk_usage", lambda path: Usage(10 * 2**30, 9 * 2**30, 2**29))
+    monkeypatch.setattr(local, "IMAGE_CACHE", tmp_path / "cache" / "images")
+    state = StackState(name="pgha", target="local", spec_path="stack.yaml")
+    with pytest.raises(MissingPrerequisite) as err:
+        local.LocalTarget(SPEC, state).preflight()
+    text = str(err.value)
+    assert "run as root" in text and "systemd-container" in text and "0.5 GiB free" in text
+    assert text.endswith("Nothing was created.")
+    assert list(tmp_path.iterdir()) == [], "preflight must not create directories"
+
+
+def test_long_stack_names_are_refused_for_interface_names(monkeypatch):
+    state = StackState(name="averylongname", target="local", spec_path="stack.yaml")
+    with pytest.raises(MissingPrerequisite, match="too long for interface names"):
+        local.LocalTarget(SPEC, state).preflight()
+
+
+def test_lb_config_has_the_spec_ports_and_an_empty_pool(tmp_path):
+    config = lb.render_config(SPEC, "203.0.113.10", tmp_path)
+    assert "bind 203.0.113.10:5000" in config and "bind 203.0.113.10:5001" in config
+    assert "option httpchk GET /health" in config
+    backend = config.split(f"backend {lb.BACKEND}")[1]
+    assert "server " not in backend, "the pool starts empty; members are added at stage 3"
+
+
+def test_lb_members_read_back_from_show_stat(monkeypatch, tmp_path):
+    header = "# pxname,svname,status,addr,check_status\n"
+    rows = ("public,FRONTEND,OPEN,,\nnodes,pg3,DOWN,10.0.1.6:0,L4TOUT\nnodes,pg1,UP,10.0.1.4:0,L7OK\n"
+            "nodes,pg2,UP 1/2,10.0.1.5:0,L7STS\nnodes,BACKEND,UP,,\n")
+    monkeypatch.setattr(lb, "admin", lambda rundir, cmd: header + rows)
+    assert [(m.node, m.address, m.healthy) for m in lb.members(SPEC, tmp_path)] == [
+        ("pg1", "10.0.1.4", True), ("pg2", "10.0.1.5", True), ("pg3", "10.0.1.6", False)]
+
+
+def test_layout_keeps_private_addresses_in_namespaces():
+    layout = Layout(SPEC, "pgha")
+    assert layout.mgmt.outer not in SPEC.network.vnet_cidr, "the host's only address is on the transit link"
+    assert len({layout.mgmt.outer, layout.mgmt.inner, layout.lb_link.outer, layout.lb_link.inner,
+                layout.client_link.outer, layout.client_link.inner}) == 6
+    assert layout.namespaces == ["pgha-vnet", "pgha-lb", "pgha-client", "pgha-pg1", "pgha-pg2", "pgha-pg3"]
