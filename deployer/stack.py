@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shlex
@@ -12,6 +14,7 @@ import subprocess
 import sys
 
 from deployer import patroni
+from deployer.inventory import role_defaults
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec, load_spec
 from deployer.state import StackState
@@ -57,6 +60,25 @@ class Stack:
         if check and proc.returncode != 0:
             raise TargetError(f"on {node}: `{remote}` failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
+
+    def psql(self, node: str, query: str, dbname: str = "postgres") -> list[list[str]]:
+        """Run ``query`` as the postgres superuser over the node's local socket; rows of strings."""
+        out = self.ssh(node, f"sudo -u postgres psql -XAtq -d {shlex.quote(dbname)} -F '\t' "
+                             f"-c {shlex.quote(query)}").stdout
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    def haproxy_servers(self, node: str) -> dict[str, dict[str, str]]:
+        """The node's own HAProxy as it reports itself: ``{listener: {server: status}}``."""
+        script = ("import socket,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"
+                  "s.sendall(b'show stat\\n');print(b''.join(iter(lambda:s.recv(65536),b'')).decode())")
+        sock = role_defaults()["haproxy"]["haproxy_stats_socket"]
+        out = self.ssh(node, ["sudo", "python3", "-c", script, sock]).stdout
+        rows = csv.DictReader(io.StringIO(out.lstrip("# ")))
+        servers: dict[str, dict[str, str]] = {}
+        for row in rows:
+            if row["svname"] not in ("FRONTEND", "BACKEND"):
+                servers.setdefault(row["pxname"], {})[row["svname"]] = row["status"]
+        return servers
 
     def testinfra_host(self, node: str):
         """A testinfra host for ``node`` over SSH (same key, same host key checking)."""

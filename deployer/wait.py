@@ -39,12 +39,10 @@ def wait_until(expected: str, probe: Callable[[], T], ok: Callable[[T], bool] = 
         seen[0] = value
         return ok(value), value
 
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_delay(deadline),
-        wait=tenacity.wait_fixed(interval),
-        retry=tenacity.retry_if_result(lambda r: not r[0]),
-        retry_error_callback=lambda state: (_ for _ in ()).throw(WaitTimeout(
-            f"expected {expected}; last seen: {seen[0]}; waited {time.monotonic() - start:.1f} s "
-            f"(deadline {deadline:g} s)")),
-    )
+    def give_up(_state) -> None:
+        raise WaitTimeout(f"expected {expected}; last seen: {seen[0]}; "
+                          f"waited {time.monotonic() - start:.1f} s (deadline {deadline:g} s)")
+
+    retrying = tenacity.Retrying(stop=tenacity.stop_after_delay(deadline), wait=tenacity.wait_fixed(interval),
+                                 retry=tenacity.retry_if_result(lambda r: not r[0]), retry_error_callback=give_up)
     return retrying(attempt)[1]

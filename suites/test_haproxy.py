@@ -1,0 +1,32 @@
+"""HAProxy on every node routes 5000 to the leader only and 5001 to the replicas only, as each
+node's HAProxy reports its own servers."""
+
+from __future__ import annotations
+
+from deployer.wait import wait_until
+
+
+def test_every_node_routes_primary_to_the_leader_and_replicas_to_the_replicas(stack):
+    leader = stack.leader().name
+    replicas = {n.name for n in stack.spec.nodes} - {leader}
+    spec = stack.spec.haproxy
+    timeout = spec.check_inter_ms * (spec.check_fall + spec.check_rise + 2) / 1000
+
+    def up_servers(node):
+        servers = stack.haproxy_servers(node)
+        return {listener: {s for s, status in by_server.items() if status.startswith("UP")}
+                for listener, by_server in servers.items() if listener in ("primary", "replicas")}
+
+    for node in stack.spec.nodes:
+        wait_until(f"{node.name}'s HAProxy: primary -> {{{leader}}}, replicas -> {sorted(replicas)}",
+                   lambda n=node.name: up_servers(n),
+                   lambda up: up == {"primary": {leader}, "replicas": replicas}, timeout=timeout)
+
+
+def test_services_run_and_start_at_boot(stack):
+    for node in stack.spec.nodes:
+        host = stack.testinfra_host(node.name)
+        for unit in ("etcd", "patroni", "haproxy", "ssh"):
+            service = host.service(unit)
+            assert service.is_running and service.is_enabled, f"{node.name}: {unit} running={service.is_running} enabled={service.is_enabled}"
+        assert not host.service("postgresql").is_enabled, f"{node.name}: Debian's postgresql.service must stay off (Patroni runs PostgreSQL)"
