@@ -1,0 +1,36 @@
+"""Faults with a guaranteed heal: each is a context manager whose heal runs in ``finally``,
+also on failure and Ctrl-C. Process faults go through SSH and are the same on every target;
+infrastructure faults call the target's primitives (``crash_vm``/``start_vm``, ``isolate``/``heal``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from deployer.stack import Stack
+
+log = logging.getLogger("deployer.faults")
+
+
+@contextlib.contextmanager
+def stopped_service(stack: Stack, node: str, unit: str) -> Iterator[None]:
+    """``systemctl stop`` a unit on a node; heal: start it again."""
+    log.info("Fault: stopping %s on %s.", unit, node)
+    try:
+        stack.ssh(node, ["sudo", "systemctl", "stop", unit])
+        yield
+    finally:
+        log.info("Heal: starting %s on %s.", unit, node)
+        stack.ssh(node, ["sudo", "systemctl", "start", unit])
+
+
+@contextlib.contextmanager
+def isolated(stack: Stack, node: str) -> Iterator[None]:
+    """Cut a node off the network (target capability ``isolate``); heal: reconnect it."""
+    try:
+        stack.target.isolate(node)
+        yield
+    finally:
+        stack.target.heal(node)
