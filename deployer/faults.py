@@ -34,3 +34,13 @@ def isolated(stack: Stack, node: str) -> Iterator[None]:
         yield
     finally:
         stack.target.heal(node)
+
+
+@contextlib.contextmanager
+def crashed_vm(stack: Stack, node: str) -> Iterator[None]:
+    """Power a VM off without shutdown (target capability ``crash_vm``); heal: start it again."""
+    try:
+        stack.target.crash_vm(node)
+        yield
+    finally:
+        stack.target.start_vm(node)
