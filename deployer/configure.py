@@ -15,12 +15,11 @@ from typing import Callable
 
 import ansible_runner
 
-from deployer.inventory import render_extravars, render_inventory
+from deployer.inventory import ANSIBLE_DIR, render_extravars, render_inventory
 from deployer.secrets import Secrets
 from deployer.targets.base import Target, TargetError
 
 log = logging.getLogger("deployer.configure")
-ANSIBLE_DIR = Path(__file__).resolve().parent.parent / "ansible"
 
 
 def run_playbook(target: Target, secrets: Secrets, progress: Callable[[str], None] = log.info,
