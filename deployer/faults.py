@@ -9,7 +9,11 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+import requests
+
+from deployer.inventory import role_defaults
 from deployer.stack import Stack
+from deployer.targets import TargetError
 
 log = logging.getLogger("deployer.faults")
 
@@ -44,3 +48,16 @@ def crashed_vm(stack: Stack, node: str) -> Iterator[None]:
         yield
     finally:
         stack.target.start_vm(node)
+
+
+@contextlib.contextmanager
+def switchover(stack: Stack, node: str) -> Iterator[None]:
+    """Planned switchover away from the leader ``node`` (Patroni ``POST /switchover``, authenticated;
+    Patroni picks the healthiest replica). Nothing to heal: the cluster stays whole."""
+    user = role_defaults()["patroni"]["patroni_restapi_username"]
+    log.info("Fault: planned switchover away from %s.", node)
+    resp = requests.post(f"{stack.target.patroni_url(node)}/switchover", json={"leader": node},
+                         auth=(user, stack.secrets["rest_api"]), timeout=30)
+    if resp.status_code != 200:
+        raise TargetError(f"Patroni refused the switchover away from {node}: {resp.status_code} {resp.text.strip()}")
+    yield

@@ -259,6 +259,14 @@ class StackSpec(Strict):
         lb = self.load_balancer.probe_interval_s * self.load_balancer.probe_threshold
         return self.patroni.ttl + self.patroni.loop_wait + haproxy + lb
 
+    @property
+    def switchover_budget_s(self) -> float:
+        """Write gap allowed for a planned switchover: one Patroni loop to demote and promote, the
+        node HAProxies marking the old leader down and the new one up, and 2 s for the client's
+        reconnect (the load balancer's members stay healthy throughout)."""
+        haproxy = self.haproxy.check_inter_ms * (self.haproxy.check_fall + self.haproxy.check_rise) / 1000
+        return self.patroni.loop_wait + haproxy + 2
+
 
 def load_spec(path: str | Path | None = None) -> StackSpec:
     """Read and validate a spec file; SpecError lists every bad field by its dotted path."""

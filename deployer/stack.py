@@ -12,6 +12,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from deployer import patroni
 from deployer.inventory import role_defaults
@@ -28,6 +29,13 @@ class Stack:
         self.spec, self.state = spec, state
         self.target: Target = get(state.target)(spec, state)
         self.secrets = Secrets(state.dir)
+
+    @property
+    def reports(self) -> Path:
+        """``reports/<stack name>/`` in the checkout: JUnit XML, drill results, log bundles."""
+        path = Path(__file__).resolve().parent.parent / "reports" / self.state.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @classmethod
     def attach(cls, name: str) -> Stack:

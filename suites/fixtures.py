@@ -11,7 +11,6 @@ import pytest
 from deployer.spec import DEFAULT_SPEC, load_spec
 from deployer.stack import Stack
 
-REPORTS = Path(__file__).resolve().parent.parent / "reports"
 NODE_LOGS = {
     "journal": "journalctl --no-pager -n 400",
     "patroni": "journalctl --no-pager -u patroni -n 400",
@@ -40,7 +39,7 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call" and report.failed and "stack" in item.fixturenames:
         stack: Stack = item.funcargs["stack"]
-        bundle = REPORTS / stack.state.name / "logs" / item.name
+        bundle = stack.reports / "logs" / item.name
         bundle.mkdir(parents=True, exist_ok=True)
         for node in stack.spec.nodes:
             for label, command in NODE_LOGS.items():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -28,8 +27,7 @@ def _leader_other_than(stack, old: str):
 
 def record(stack, result: dict) -> None:
     """Append one measurement to reports/<stack>/failover.json (measured next to its budget)."""
-    path = Path("reports") / stack.state.name / "failover.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = stack.reports / "failover.json"
     results = json.loads(path.read_text()) if path.exists() else []
     path.write_text(json.dumps(results + [result], indent=2) + "\n")
 
