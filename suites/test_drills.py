@@ -13,6 +13,7 @@ import pytest
 
 from deployer import checkers, patroni
 from deployer.faults import crashed_vm, switchover
+from deployer.report import plot_timeline
 from deployer.wait import wait_until
 from deployer.workload import running
 
@@ -69,6 +70,9 @@ def test_drill(stack, drill):
     result = {"drill": drill, "old_leader": old.name, "new_leader": next(m.name for m in members if m.role == "leader"),
               "budget_s": budget, "write_gap_s": round(gap.gap_s, 2), "within_budget": gap.gap_s <= budget,
               "set": sets.summary, "single_writer": writer.summary, "history": str(run_dir / "history")}
+    result["timeline_plot"] = str(plot_timeline(history, fault_at, heal_at, gap, run_dir / "timeline.png",
+                                                f"{drill}: {old.name} -> {result['new_leader']}, write gap "
+                                                f"{gap.gap_s:.1f} s (budget {budget:g} s)"))
     _record(stack, result)
     assert sets.valid, sets.summary
     assert writer.valid, writer.summary
