@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from deployer.spec import DEFAULT_SPEC, load_spec
+from deployer.html_report import write_index
 from deployer.stack import Stack
 
 NODE_LOGS = {
@@ -30,7 +32,28 @@ def stack(request) -> Stack:
         cmd = [sys.executable, "-m", "deployer.cli", "up", "--target", opts.target, "--spec", str(spec_path), "--name", name, "--until", "attach"]
         request.addfinalizer(lambda: subprocess.run([sys.executable, "-m", "deployer.cli", "down", "--name", name], check=False))
         subprocess.run(cmd, check=True)
-    return Stack.attach(name)
+    stack = Stack.attach(name)
+    for stale in ("logs", "drills", "drills.json", "failover.json", "index.html"):  # one run, one report
+        path = stack.reports / stale
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    _STACKS.append(stack)
+    return stack
+
+
+_OUTCOMES: list[tuple[str, str, float]] = []
+_STACKS: list[Stack] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome = "error" if report.when == "setup" and report.failed else report.outcome
+        _OUTCOMES.append((report.nodeid, outcome, report.duration))
+
+
+def pytest_sessionfinish(session):
+    """Write reports/<stack>/index.html for the stack the session used."""
+    if _STACKS and _OUTCOMES:
+        write_index(_STACKS[0].reports, _OUTCOMES)
 
 
 @pytest.hookimpl(wrapper=True)
