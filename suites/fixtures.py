@@ -33,9 +33,10 @@ def stack(request) -> Stack:
         request.addfinalizer(lambda: subprocess.run([sys.executable, "-m", "deployer.cli", "down", "--name", name], check=False))
         subprocess.run(cmd, check=True)
     stack = Stack.attach(name)
-    for stale in ("logs", "drills", "drills.json", "failover.json", "index.html"):  # one run, one report
-        path = stack.reports / stale
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    if opts.markexpr != "smoke":  # one run, one report; the deploy's own smoke check keeps the last run's
+        for stale in ("logs", "drills", "drills.json", "failover.json", "index.html"):
+            path = stack.reports / stale
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     _STACKS.append(stack)
     return stack
 
@@ -52,7 +53,7 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session):
     """Write reports/<stack>/index.html for the stack the session used."""
-    if _STACKS and _OUTCOMES:
+    if _STACKS and _OUTCOMES and session.config.option.markexpr != "smoke":
         write_index(_STACKS[0].reports, _OUTCOMES)
 
 
