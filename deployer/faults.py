@@ -31,23 +31,22 @@ def stopped_service(stack: Stack, node: str, unit: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def isolated(stack: Stack, node: str) -> Iterator[None]:
+def _injected(inject, heal, node: str) -> Iterator[None]:
+    try:
+        inject(node)
+        yield
+    finally:
+        heal(node)
+
+
+def isolated(stack: Stack, node: str):
     """Cut a node off the network (target capability ``isolate``); heal: reconnect it."""
-    try:
-        stack.target.isolate(node)
-        yield
-    finally:
-        stack.target.heal(node)
+    return _injected(stack.target.isolate, stack.target.heal, node)
 
 
-@contextlib.contextmanager
-def crashed_vm(stack: Stack, node: str) -> Iterator[None]:
+def crashed_vm(stack: Stack, node: str):
     """Power a VM off without shutdown (target capability ``crash_vm``); heal: start it again."""
-    try:
-        stack.target.crash_vm(node)
-        yield
-    finally:
-        stack.target.start_vm(node)
+    return _injected(stack.target.crash_vm, stack.target.start_vm, node)
 
 
 @contextlib.contextmanager
