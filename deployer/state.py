@@ -7,7 +7,6 @@ logs). The state survives a crash of the deployer, so ``up`` resumes and ``down`
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -87,7 +86,3 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.chmod(path, 0o600)
-
-
-def load_json(path: Path) -> dict:
-    return json.loads(path.read_text())

@@ -228,18 +228,21 @@ def test_every_resource_type_is_present():
     assert expected <= present, f"missing: {sorted(expected - present)}"
 
 
+def param_mismatch(declared: dict, passed) -> tuple[list[str], list[str]]:
+    """(params passed but not declared, required params not passed), both sorted."""
+    required = {n for n, p in declared.items() if p.get("default") is None}
+    return sorted(set(passed) - set(declared)), sorted(required - set(passed))
+
+
 def test_main_uses_every_module_and_passes_valid_params():
     used = set()
     for f in FILES:
         for sym, target, passed in module_decls(f):
             assert target.exists(), f"{f.name}: module {sym} points at missing {target}"
             used.add(target)
-            declared = parse(target)["parameters"]
-            unknown = set(passed) - set(declared)
-            assert not unknown, f"{f.name}: module {sym} passes unknown params {sorted(unknown)}"
-            required = {n for n, p in declared.items() if p.get("default") is None}
-            missing = required - set(passed)
-            assert not missing, f"{f.name}: module {sym} lacks required params {sorted(missing)}"
+            unknown, missing = param_mismatch(parse(target)["parameters"], passed)
+            assert not unknown, f"{f.name}: module {sym} passes unknown params {unknown}"
+            assert not missing, f"{f.name}: module {sym} lacks required params {missing}"
     assert {m.resolve() for m in MODULES.glob("*.bicep")} == used
 
 
@@ -455,11 +458,9 @@ def test_missing_admin_cidr_is_a_clear_error():
 
 def test_parameters_match_the_params_of_main(params):
     declared = parse(MAIN)["parameters"]
-    unknown = set(params) - set(declared)
-    assert not unknown, f"parameters.py gives params main.bicep does not declare: {sorted(unknown)}"
-    required = {n for n, p in declared.items() if p.get("default") is None}
-    missing = required - set(params)
-    assert not missing, f"parameters.py misses required params: {sorted(missing)}"
+    unknown, missing = param_mismatch(declared, params)
+    assert not unknown, f"parameters.py gives params main.bicep does not declare: {unknown}"
+    assert not missing, f"parameters.py misses required params: {missing}"
     types = {"string": str, "int": int, "bool": bool, "array": list, "object": dict}
     for name, wrapped in params.items():
         assert set(wrapped) == {"value"}, name

@@ -51,7 +51,7 @@ backend {BACKEND}
 """
 
 
-def command(spec: StackSpec, image: Path, config: Path) -> list[str]:
+def command(image: Path, config: Path) -> list[str]:
     """argv running the image's haproxy as a daemon through the image's loader."""
     libs = ":".join(str(image / d) for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"))
     return [str(image / "lib64/ld-linux-x86-64.so.2"), "--library-path", libs,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from deployer.spec import SecurityRule, StackSpec
+from deployer.spec import SecurityRule
 from deployer.targets.base import RuleInForce
 from deployer.targets.local.network import BRIDGE, Layout
 

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -113,7 +112,7 @@ class LocalTarget(Target):
         config = self.lb_dir / "haproxy.cfg"
         config.write_text(lb.render_config(self.spec, str(self.layout.frontend), self.lb_dir))
         log.info("Starting the load balancer (HAProxy, TCP mode) on %s with an empty backend pool.", self.layout.frontend)
-        run(lb.command(self.spec, image, config), netns=self.layout.lb)
+        run(lb.command(image, config), netns=self.layout.lb)
         wait_until("the load balancer's admin socket to answer", lambda: lb.admin(self.lb_dir, "show info"), timeout=10)
 
     def hosts(self) -> list[HostAccess]:
