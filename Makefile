@@ -45,7 +45,7 @@ image: deps venv
 	$(PY) -m deployer.cli image
 
 bench-deploy: deps venv
-	$(PY) -m deployer.bench --name $(NAME)
+	$(PY) -m deployer.targets.local.bench --name $(NAME)
 
 lint: venv
 	cd ansible && ../$(VENV)/bin/ansible-lint

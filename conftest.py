@@ -4,7 +4,7 @@ Options (group ``pgha``): ``--stack NAME`` attaches the suites to the deployed s
 ``--deploy`` deploys it first (``deployer up``) and tears it down at the end of the session.
 """
 
-pytest_plugins = ["suites.fixtures"]
+pytest_plugins = ["suites.fixtures", "pytester"]  # pytester: the unit tests of the suites' own hooks
 
 
 def pytest_addoption(parser):

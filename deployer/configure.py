@@ -15,7 +15,8 @@ from typing import Callable
 
 import ansible_runner
 
-from deployer.inventory import ANSIBLE_DIR, render_extravars, render_inventory
+from deployer.inventory import render_extravars, render_inventory
+from deployer.paths import ANSIBLE_DIR
 from deployer.secrets import Secrets
 from deployer.targets.base import Target, TargetError
 

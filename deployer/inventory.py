@@ -12,18 +12,16 @@ Role variables are named ``<role>_<name>`` and declared, with a comment, in
 from __future__ import annotations
 
 import functools
-import shlex
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
 
+from deployer.paths import ANSIBLE_DIR
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec
-from deployer.targets.base import HostAccess
-
-ANSIBLE_DIR = Path(__file__).resolve().parent.parent / "ansible"
+from deployer.targets.access import HostAccess
 #: The roles, in the order site.yml applies them.
 ROLES = ("common", "etcd", "postgresql", "patroni", "haproxy")
 #: Secret name (deployer.secrets.NAMES) -> the extravar carrying it.
@@ -34,8 +32,6 @@ PASSWORD_VARS = {
     "rest_api": "patroni_restapi_password",
     "app": "patroni_app_password",
 }
-#: SSH options that Ansible takes as variables of their own rather than in ssh_common_args.
-_SEPARATE_SSH_OPTIONS = {"-i", "-p"}
 WATCHDOG_MODES = ("off", "automatic", "required")
 
 
@@ -146,19 +142,6 @@ def _target_role_vars(target_vars: dict, spec_vars: dict) -> dict[str, Any]:
     return out
 
 
-def _ssh_common_args(host: HostAccess) -> str:
-    """HostAccess.ssh_args() without the options Ansible has variables for (-i key, -p port)."""
-    args, rest = host.ssh_args(), []
-    i = 0
-    while i < len(args):
-        if args[i] in _SEPARATE_SSH_OPTIONS:
-            i += 2
-            continue
-        rest.append(args[i])
-        i += 1
-    return shlex.join(rest)
-
-
 def render_inventory(spec: StackSpec, hosts: list[HostAccess], target_vars: dict) -> dict:
     """The ansible-runner inventory for ``site.yml``: one host per node, every role variable.
 
@@ -179,14 +162,7 @@ def render_inventory(spec: StackSpec, hosts: list[HostAccess], target_vars: dict
         host = by_name[node.name]
         if host.address != str(node.address):
             raise ValueError(f"host {node.name} has address {host.address}, the spec says {node.address}")
-        inventory_hosts[node.name] = {
-            "ansible_host": host.ssh_host,
-            "ansible_port": host.ssh_port,
-            "ansible_user": host.user,
-            "ansible_ssh_private_key_file": str(host.key_file),
-            "ansible_ssh_common_args": _ssh_common_args(host),
-            **_node_vars(node.name, str(node.address)),
-        }
+        inventory_hosts[node.name] = {**host.ansible_vars(), **_node_vars(node.name, str(node.address))}
     spec_vars = _spec_vars(spec)
     unknown = sorted((set(spec_vars) | set(_node_vars("x", "x"))) - known_variables())
     if unknown:

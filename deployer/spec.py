@@ -14,12 +14,20 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "stack.yaml"
+from deployer.paths import DEFAULT_SPEC
+
+__all__ = ["DEFAULT_SPEC", "StackSpec", "SpecError", "load_spec", "parse_spec"]
 
 #: Source tags a rule may use instead of a CIDR; each target resolves them to what it has.
 SOURCE_TAGS = ("Internet", "VirtualNetwork", "AzureLoadBalancer", "Management", "Any")
+#: Spellings of "every address", in a spec or as a platform reports it.
+ANY_SOURCES = frozenset({"*", "0.0.0.0/0", "::/0"})
 #: Sources that mean "anyone on the internet".
-OPEN_SOURCES = {"*", "Any", "Internet", "0.0.0.0/0", "::/0"}
+OPEN_SOURCES = ANY_SOURCES | {"Any", "Internet"}
+#: Prefix of a negated source as a platform may report it ("not 10.0.0.0/16": all but the vnet).
+NEGATION = "not "
+#: NSG priorities reserved for the deny rules a partition drill injects; spec rules start above.
+RESERVED_PRIORITIES = range(100, 110)
 #: Ports that must never be reachable from the internet.
 PROTECTED_PORTS = ("ssh", "postgres", "etcd_client", "etcd_peer", "patroni")
 
@@ -80,8 +88,8 @@ class SecurityRule(Strict):
     """One NSG rule. ``ports`` are names from ``ports`` (or numbers); empty means all ports."""
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,79}$")]
-    #: 100-109 are reserved for the deny rules a partition drill injects (see targets' ``isolate``).
-    priority: int = Field(ge=110, le=4096)
+    #: ``RESERVED_PRIORITIES`` are for the deny rules a partition drill injects (targets' ``isolate``).
+    priority: int = Field(ge=RESERVED_PRIORITIES.stop, le=4096)
     direction: Literal["inbound", "outbound"] = "inbound"
     access: Literal["allow", "deny"]
     protocol: Literal["tcp", "udp", "any"] = "tcp"
@@ -219,7 +227,7 @@ class StackSpec(Strict):
             if key in priorities:
                 errors.append(f"security_rules.{i}.priority: {rule.priority} is already used by {priorities[key]}")
             priorities[key] = rule.name
-            if rule.direction == "inbound" and rule.access == "allow" and rule.source in OPEN_SOURCES:
+            if rule.direction == "inbound" and rule.access == "allow" and admits_internet(rule.source):
                 opened = sorted(self._protected_in(rule))
                 if opened:
                     errors.append(
@@ -252,20 +260,10 @@ class StackSpec(Strict):
                 return node
         raise KeyError(f"no node {name!r} in the spec (nodes: {', '.join(n.name for n in self.nodes)})")
 
-    @property
-    def crash_failover_budget_s(self) -> float:
-        """Worst case write gap for a crashed primary: lease expiry, one Patroni loop, both health checks."""
-        haproxy = self.haproxy.check_inter_ms * self.haproxy.check_fall / 1000
-        lb = self.load_balancer.probe_interval_s * self.load_balancer.probe_threshold
-        return self.patroni.ttl + self.patroni.loop_wait + haproxy + lb
 
-    @property
-    def switchover_budget_s(self) -> float:
-        """Write gap allowed for a planned switchover: one Patroni loop to demote and promote, the
-        node HAProxies marking the old leader down and the new one up, and 2 s for the client's
-        reconnect (the load balancer's members stay healthy throughout)."""
-        haproxy = self.haproxy.check_inter_ms * (self.haproxy.check_fall + self.haproxy.check_rise) / 1000
-        return self.patroni.loop_wait + haproxy + 2
+def admits_internet(source: str) -> bool:
+    """True when a source, as a spec or a platform spells it, admits addresses on the internet."""
+    return source in OPEN_SOURCES or source.startswith(NEGATION)
 
 
 def load_spec(path: str | Path | None = None) -> StackSpec:

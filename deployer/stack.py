@@ -5,21 +5,24 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from deployer import patroni
+from deployer import haproxy_stat, patroni
+from deployer.budgets import Budgets
 from deployer.inventory import role_defaults
+from deployer.paths import reports_for
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec, load_spec
 from deployer.state import StackState
 from deployer.targets import Target, TargetError, get
+
+#: libpq options every client of the frontend uses: bounded connect, dead peers noticed in seconds.
+CLIENT_OPTIONS = ("connect_timeout=5 keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 "
+                  "tcp_user_timeout=5000")
 
 
 class Stack:
@@ -33,9 +36,12 @@ class Stack:
     @property
     def reports(self) -> Path:
         """``reports/<stack name>/`` in the checkout: JUnit XML, drill results, log bundles."""
-        path = Path(__file__).resolve().parent.parent / "reports" / self.state.name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return reports_for(self.state.name)
+
+    @property
+    def budgets(self) -> Budgets:
+        """Every budget and deadline of this stack (the spec's, with the target's read-back latency)."""
+        return self.target.budgets
 
     @classmethod
     def attach(cls, name: str) -> Stack:
@@ -52,6 +58,7 @@ class Stack:
         return patroni.cluster(self.target)
 
     def leader(self) -> patroni.Member:
+        """The one leader Patroni reports; AssertionError naming what it reports otherwise."""
         leaders = [m for m in self.cluster() if m.role == "leader"]
         if len(leaders) != 1:
             raise AssertionError(f"expected exactly one leader, Patroni reports {[m.name for m in leaders]}")
@@ -60,19 +67,17 @@ class Stack:
     # ----- nodes -----
 
     def ssh(self, node: str, command: str | list[str], timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
-        """Run a shell command on ``node`` as the admin user (prefix ``sudo`` yourself)."""
-        host = next(h for h in self.target.hosts() if h.node == node)
-        remote = command if isinstance(command, str) else shlex.join(command)
-        proc = subprocess.run(["ssh", *host.ssh_args(), f"{host.user}@{host.ssh_host}", remote],
-                              capture_output=True, text=True, timeout=timeout)
+        """Run a command on ``node`` as the admin user (prefix ``sudo`` yourself); a list is quoted
+        for the remote shell, a string is a shell command line."""
+        argv = self.target.host(node).ssh_argv(command)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise TargetError(f"on {node}: `{remote}` failed ({proc.returncode}): {proc.stderr.strip()}")
+            raise TargetError(f"on {node}: `{argv[-1]}` failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
 
     def psql(self, node: str, query: str, dbname: str = "postgres") -> list[list[str]]:
         """Run ``query`` as the postgres superuser over the node's local socket; rows of strings."""
-        out = self.ssh(node, f"sudo -u postgres psql -XAtq -d {shlex.quote(dbname)} -F '\t' "
-                             f"-c {shlex.quote(query)}").stdout
+        out = self.ssh(node, ["sudo", "-u", "postgres", "psql", "-XAtq", "-d", dbname, "-F", "\t", "-c", query]).stdout
         return [line.split("\t") for line in out.splitlines() if line]
 
     def haproxy_servers(self, node: str) -> dict[str, dict[str, str]]:
@@ -81,38 +86,28 @@ class Stack:
                   "s.sendall(b'show stat\\n');print(b''.join(iter(lambda:s.recv(65536),b'')).decode())")
         sock = role_defaults()["haproxy"]["haproxy_stats_socket"]
         out = self.ssh(node, ["sudo", "python3", "-c", script, sock]).stdout
-        rows = csv.DictReader(io.StringIO(out.lstrip("# ")))
-        servers: dict[str, dict[str, str]] = {}
-        for row in rows:
-            if row["svname"] not in ("FRONTEND", "BACKEND"):
-                servers.setdefault(row["pxname"], {})[row["svname"]] = row["status"]
-        return servers
+        return {proxy: {server: row["status"] for server, row in rows.items()}
+                for proxy, rows in haproxy_stat.servers(out).items()}
 
     def testinfra_host(self, node: str):
-        """A testinfra host for ``node`` over SSH (same key, same host key checking)."""
+        """A testinfra host for ``node`` over SSH (the same options as every other SSH user)."""
         import testinfra
 
-        host = next(h for h in self.target.hosts() if h.node == node)
         config = self.state.dir / "ssh_config"
-        config.write_text("".join(
-            f"Host {h.node}\n  HostName {h.ssh_host}\n  Port {h.ssh_port}\n  User {h.user}\n  IdentityFile {h.key_file}\n"
-            f"  IdentitiesOnly yes\n  UserKnownHostsFile {h.known_hosts}\n  StrictHostKeyChecking yes\n"
-            + (f"  ProxyJump {h.proxy_jump}\n" if h.proxy_jump else "") for h in self.target.hosts()))
-        return testinfra.get_host(f"ssh://{host.node}", ssh_config=str(config), sudo=True)
+        config.write_text("".join(h.ssh_config() for h in self.target.hosts()))
+        return testinfra.get_host(f"ssh://{self.target.host(node).node}", ssh_config=str(config), sudo=True)
 
     # ----- clients through the load balancer -----
 
     def dsn(self, port: int, user: str = "app", dbname: str = "app") -> str:
         """A libpq DSN to the load balancer frontend on ``port`` (holds a password: never log it)."""
         address, _ = self.target.frontend()
-        return (f"host={address} port={port} dbname={dbname} user={user} password={self.secrets[user]} "
-                "connect_timeout=5 keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 "
-                "tcp_user_timeout=5000")
+        return f"host={address} port={port} dbname={dbname} user={user} password={self.secrets[user]} {CLIENT_OPTIONS}"
 
-    def sql(self, port: int, query: str, vantage: str = "internet") -> list[list[str | None]]:
-        """Run ``query`` through the frontend ``port`` from a vantage point; raises on a SQL error."""
+    def sql(self, port: int, query: str) -> list[list[str | None]]:
+        """Run ``query`` through the frontend ``port`` from the internet vantage; raises on a SQL error."""
         env = {**os.environ, "PGHA_DSN": self.dsn(port)}
-        argv = [*self.target.vantage(vantage), sys.executable, "-m", "deployer.netprobe", "sql", "PGHA_DSN", query]
+        argv = [*self.target.vantage(), sys.executable, "-m", "deployer.netprobe", "sql", "PGHA_DSN", query]
         out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
         if out.returncode != 0:
             raise TargetError(f"SQL probe failed to run: {out.stderr.strip()[-500:]}")

@@ -14,17 +14,16 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 from deployer.configure import run_playbook
+from deployer.paths import REPO, SUITES, reports_for
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec
 from deployer.state import STAGES, StackState
 from deployer.targets import Target, TargetError, get
 
 log = logging.getLogger("deployer")
-REPO = Path(__file__).resolve().parent.parent
 
 
 def open_stack(name: str, target_name: str, spec: StackSpec, spec_path: Path) -> tuple[StackState, Target]:
@@ -94,10 +93,9 @@ def _configure(target: Target, secrets: Secrets, progress: Callable[[str], None]
 
 def verify(name: str) -> dict:
     """Stage 4: ``pytest -m smoke`` against the stack; its JUnit XML goes to reports/<name>/."""
-    report = REPO / "reports" / name
-    report.mkdir(parents=True, exist_ok=True)
+    report = reports_for(name)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "smoke", "-q", "-p", "no:cacheprovider",
-                           str(REPO / "suites"), f"--stack={name}", f"--junitxml={report / 'smoke.xml'}"],
+                           str(SUITES), f"--stack={name}", f"--junitxml={report / 'smoke.xml'}"],
                           cwd=REPO, capture_output=True, text=True)
     tail = proc.stdout.strip().splitlines()[-1:] or [""]
     if proc.returncode != 0:

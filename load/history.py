@@ -3,7 +3,7 @@
 Every operation has three outcomes: ``ok`` (acknowledged), ``fail`` (certainly did not happen) and
 ``unknown`` (the statement may or may not have been applied: the connection was lost or timed out
 after it was sent). Counting an unknown as a failure invents lost writes; counting it as a success
-hides them. The set checker (``deployer/checkers.py``) treats unknowns as "may be present".
+hides them. The set checker (``deployer/drills/checkers.py``) treats unknowns as "may be present".
 
 Each workload process appends JSON lines to its own file (``history-<pid>.jsonl``); timestamps are
 wall clock (``time.time()``) so histories from several processes line up with fault timestamps.
@@ -20,6 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+#: The table every workload writes, and its schema (the drill creates it before the load starts).
+TABLE = "drill_history"
+SCHEMA = f"CREATE TABLE IF NOT EXISTS {TABLE} (key text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())"
 
 Kind = Literal["write", "read"]
 Outcome = Literal["ok", "fail", "unknown"]
@@ -105,6 +109,13 @@ def read_history(paths_or_dir: str | Path | Iterable[str | Path]) -> list[Op]:
                 except (ValueError, TypeError) as exc:
                     raise ValueError(f"{path}:{number}: not a history record: {exc}") from exc
     return sorted(ops, key=lambda op: (op.start, op.end))
+
+
+def keys_of_run_query(run_id: str) -> str:
+    """SQL reading back every key a run wrote (keys are ``<run id>-<pid>-<counter>``)."""
+    if not run_id.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"run id {run_id!r} must be letters, digits, '-' and '_' only")
+    return f"SELECT key FROM {TABLE} WHERE key LIKE '{run_id}-%'"
 
 
 def classify(exc: BaseException, sent: bool) -> Literal["fail", "unknown"]:

@@ -13,9 +13,7 @@ prefix (keys are ``<run id>-<pid>-<counter>``). ``PGHA_WRITES_PER_S``: target wr
 whole run (default 20), shared by the users. ``PGHA_OP_TIMEOUT``: seconds before an operation is
 abandoned on the client (default 10; it then counts as unknown if its statement was sent).
 
-Table (the drill creates it; each process also tries ``CREATE TABLE IF NOT EXISTS``)::
-
-    CREATE TABLE drill_history (key text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())
+Table: ``load.history.TABLE`` (the drill creates it; each process also tries ``history.SCHEMA``).
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -32,11 +29,9 @@ import gevent
 import gevent.lock
 from locust import User, constant_throughput, task
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, for load.history
-
 import psycopg  # noqa: E402 - after gevent's patching (locust), so psycopg waits cooperatively
 
-from load.history import HistoryWriter, Op, classify, process_path  # noqa: E402
+from load.history import SCHEMA, TABLE, HistoryWriter, Op, classify, process_path
 
 _MISSING = [name for name in ("PGHA_WRITE_DSN", "PGHA_READ_DSN", "PGHA_HISTORY_DIR") if not os.environ.get(name)]
 if _MISSING:
@@ -51,10 +46,9 @@ OP_TIMEOUT = float(os.environ.get("PGHA_OP_TIMEOUT", "10"))
 CONNECT_TIMEOUT = 2
 WRITE_WEIGHT, READ_WEIGHT = 4, 1
 
-SCHEMA = "CREATE TABLE IF NOT EXISTS drill_history (key text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())"
-INSERT = ("INSERT INTO drill_history (key) VALUES (%s) "
+INSERT = (f"INSERT INTO {TABLE} (key) VALUES (%s) "
           "RETURNING host(inet_server_addr()), pg_walfile_name(pg_current_wal_lsn())")
-READ = "SELECT host(inet_server_addr()), EXISTS (SELECT 1 FROM drill_history WHERE key = %s)"
+READ = f"SELECT host(inet_server_addr()), EXISTS (SELECT 1 FROM {TABLE} WHERE key = %s)"
 
 _counter = itertools.count(1)
 _acknowledged: deque[str] = deque(maxlen=200)  # recent acknowledged keys, for reads

@@ -9,8 +9,6 @@ from deployer.wait import wait_until
 def test_every_node_routes_primary_to_the_leader_and_replicas_to_the_replicas(stack):
     leader = stack.leader().name
     replicas = {n.name for n in stack.spec.nodes} - {leader}
-    spec = stack.spec.haproxy
-    timeout = spec.check_inter_ms * (spec.check_fall + spec.check_rise + 2) / 1000
 
     def up_servers(node):
         servers = stack.haproxy_servers(node)
@@ -20,7 +18,8 @@ def test_every_node_routes_primary_to_the_leader_and_replicas_to_the_replicas(st
     for node in stack.spec.nodes:
         wait_until(f"{node.name}'s HAProxy: primary -> {{{leader}}}, replicas -> {sorted(replicas)}",
                    lambda n=node.name: up_servers(n),
-                   lambda up: up == {"primary": {leader}, "replicas": replicas}, timeout=timeout)
+                   lambda up: up == {"primary": {leader}, "replicas": replicas},
+                   timeout=stack.budgets.haproxy_reroute_s)
 
 
 def test_services_run_and_start_at_boot(stack):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.faults import stopped_service
+from deployer.drills.nemesis import stopped_service
 from deployer.wait import wait_until
 
 
@@ -17,12 +17,10 @@ def test_a_member_whose_haproxy_stops_is_marked_down_then_up_again(stack):
     node = stack.spec.nodes[-1].name
     others = {n.name: True for n in stack.spec.nodes if n.name != node}
     lb = stack.spec.load_balancer
-    # Worst case: the failing probes start just after a passing one, plus one probe timeout.
-    budget = lb.probe_interval_s * (lb.probe_threshold + 1) + 2
-    wait_until("every member healthy before the fault", lambda: _health(stack),
-               lambda h: all(h.values()) and len(h) == len(stack.spec.nodes), timeout=budget)
-    with stopped_service(stack, node, "haproxy"):
-        wait_until(f"{node} unhealthy in the load balancer within {budget} s (probe interval "
+    budget = stack.budgets.lb_settle_s
+    stack.target.wait_pool_healthy()
+    with stopped_service("haproxy")(stack, node):
+        wait_until(f"{node} unhealthy in the load balancer within {budget:g} s (probe interval "
                    f"{lb.probe_interval_s} s x threshold {lb.probe_threshold})", lambda: _health(stack),
                    lambda h: h.get(node) is False and {k: v for k, v in h.items() if k != node} == others,
                    timeout=budget)

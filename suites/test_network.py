@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 
-from deployer.spec import StackSpec
+from deployer.spec import SOURCE_TAGS, StackSpec
 
 
 def allowed(spec: StackSpec, source_tag: str, address: str, port: int) -> bool:
@@ -16,8 +16,7 @@ def allowed(spec: StackSpec, source_tag: str, address: str, port: int) -> bool:
         if ports and port not in ports:
             continue
         if rule.source in ("Any", "*", source_tag) or (
-                rule.source not in ("Internet", "VirtualNetwork", "AzureLoadBalancer", "Management")
-                and ipaddress.ip_address(address) in ipaddress.ip_network(rule.source)):
+                rule.source not in SOURCE_TAGS and ipaddress.ip_address(address) in ipaddress.ip_network(rule.source)):
             return rule.access == "allow"
     return False
 

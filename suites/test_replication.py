@@ -10,7 +10,8 @@ from deployer.wait import wait_until
 
 def test_leader_streams_to_every_replica(stack):
     n = len(stack.spec.nodes)
-    members = wait_until("a healthy cluster", stack.cluster, lambda m: patroni.healthy(m, n), timeout=stack.spec.patroni.ttl * 2)
+    members = wait_until("a healthy cluster", stack.cluster, lambda m: patroni.healthy(m, n),
+                         timeout=stack.budgets.converge_s)
     leader = next(m for m in members if m.role == "leader")
     rows = stack.psql(leader.name, "SELECT client_addr, state FROM pg_stat_replication ORDER BY client_addr")
     expected = sorted([m.address, "streaming"] for m in members if m.role == "replica")
@@ -32,4 +33,4 @@ def test_a_committed_write_reaches_every_replica(stack):
     for member in (m for m in stack.cluster() if m.role == "replica"):
         wait_until(f"row {key} on replica {member.name}",
                    lambda m=member: stack.psql(m.name, f"SELECT count(*) FROM acceptance WHERE key = '{key}'", "app"),
-                   lambda rows: rows == [["1"]], timeout=10)
+                   lambda rows: rows == [["1"]], timeout=stack.budgets.replica_visible_s)

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from deployer import contract, patroni
+from deployer import patroni
+from deployer.targets import contract
 from deployer.wait import wait_until
 
 pytestmark = pytest.mark.smoke
@@ -16,17 +17,13 @@ pytestmark = pytest.mark.smoke
 def test_one_leader_and_streaming_replicas(stack):
     n = len(stack.spec.nodes)
     members = wait_until(f"one running leader and {n - 1} streaming replicas with lag 0 (Patroni /cluster)",
-                         stack.cluster, lambda m: patroni.healthy(m, n), timeout=stack.spec.patroni.ttl * 2)
+                         stack.cluster, lambda m: patroni.healthy(m, n), timeout=stack.budgets.converge_s)
     assert len({m.timeline for m in members}) == 1, f"timelines disagree: {members}"
 
 
 def test_every_node_healthy_in_the_load_balancer(stack):
-    lb = stack.spec.load_balancer
-    pool = wait_until("every backend pool member healthy", stack.target.backend_pool,
-                      lambda p: len(p) == len(stack.spec.nodes) and all(m.healthy for m in p),
-                      timeout=lb.probe_interval_s * (lb.probe_threshold + 2))
+    stack.target.wait_pool_healthy()
     contract.check_backend_pool(stack.target, expect_members=True)
-    assert [m.node for m in pool] == [n.name for n in stack.spec.nodes]
 
 
 def test_readbacks_satisfy_the_target_contract(stack):
@@ -50,7 +47,7 @@ def test_write_lands_on_leader_and_reads_back_from_a_replica(stack):
                          f"SELECT host(inet_server_addr()), pg_is_in_recovery() FROM smoke WHERE key = '{key}'")
 
     rows = wait_until(f"row {key} readable through port {ports.haproxy_replicas}", read_back, lambda r: len(r) == 1,
-                      timeout=10)
+                      timeout=stack.budgets.replica_visible_s)
     served_by, in_recovery = rows[0]
     assert served_by in replicas and in_recovery == "True", \
         f"read answered by {served_by} (in recovery: {in_recovery}); replicas are {sorted(replicas)}"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from deployer.checkers import check_set, check_single_writer, check_write_gap, throughput
+from deployer.drills.checkers import check_set, check_single_writer, check_write_gap, throughput
 from load.history import Op
 
 

@@ -7,6 +7,7 @@ import copy
 import pytest
 import yaml
 
+from deployer.budgets import Budgets
 from deployer.spec import DEFAULT_SPEC, SpecError, load_spec, parse_spec
 
 RAW = yaml.safe_load(DEFAULT_SPEC.read_text())
@@ -40,7 +41,18 @@ def test_failover_budget_comes_from_patroni_and_health_checks():
     expected = (spec.patroni.ttl + spec.patroni.loop_wait
                 + spec.haproxy.check_inter_ms * spec.haproxy.check_fall / 1000
                 + spec.load_balancer.probe_interval_s * spec.load_balancer.probe_threshold)
-    assert spec.crash_failover_budget_s == expected
+    assert Budgets(spec).crash_failover_s == expected
+
+
+def test_budgets_move_with_the_spec():
+    raw = copy.deepcopy(RAW)
+    raw["patroni"].update(ttl=30, loop_wait=10, retry_timeout=10)
+    raw["load_balancer"]["probe_interval_s"] = 10
+    slow, fast = Budgets(parse_spec(raw)), Budgets(load_spec())
+    assert slow.crash_failover_s - fast.crash_failover_s == 10 + 5 + 5 * 2
+    assert slow.switchover_s - fast.switchover_s == 5
+    assert slow.lb_settle_s - fast.lb_settle_s == 5 * 3
+    assert Budgets(load_spec(), readback_latency_s=10).lb_settle_s == fast.lb_settle_s + 20
 
 
 @pytest.mark.parametrize("path, value, message", [

@@ -3,22 +3,48 @@
 A target stands up the infrastructure of stage 1 (network, NSG, load balancer with an empty
 backend pool, VMs), fills the pool in stage 3, injects infrastructure faults, and tears everything
 down. Its read-backs report what the platform really has, never what we asked for: suites compare
-them with expectations derived from the spec, so they never need to know which target runs.
+them with expectations derived from the spec (``deployer.targets.contract``), so they never need
+to know which target runs.
 
-Every read-back returns the plain, frozen types defined here, identical for every target.
+Promises every target keeps (each method below states its own):
+
+- **Errors.** A platform operation that fails raises ``TargetError`` naming what was attempted and
+  what the platform said; a missing prerequisite raises ``MissingPrerequisite`` before anything is
+  created; an unknown node name raises ``TargetError`` listing the known ones.
+- **Convergence.** ``provision``, ``attach`` and ``teardown`` may be called again after a partial
+  failure or an interrupt: they converge, they never duplicate.
+- **Types.** Read-backs return the plain frozen types of this module, identical for every target.
+- **Faults.** Each infrastructure fault has its heal (``crash_vm``/``start_vm``, ``isolate``/``heal``);
+  both halves are idempotent, and a provision that rebuilds or redeploys the stack ends every fault.
+  The nodes currently isolated or stopped are recorded in the state (``state.data``), so a second
+  process (``deployer status``, a suite) sees them too.
+- **Capabilities** are derived, not declared: a target has ``crash_vm`` when it implements
+  ``crash_vm`` and ``start_vm``, ``isolate`` when it implements ``isolate`` and ``heal``. A test
+  needing one says ``@pytest.mark.needs("crash_vm")`` and is skipped, with the reason, elsewhere.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from pathlib import Path
 from typing import ClassVar, Literal
 
+from deployer.budgets import Budgets
+from deployer.netprobe import tcp
 from deployer.spec import StackSpec
 from deployer.state import StackState
+from deployer.targets.access import HostAccess
+from deployer.wait import wait_until
 
-Capability = Literal["crash_vm", "isolate", "effective_rules", "vantage_internet"]
+Capability = Literal["crash_vm", "isolate"]
+#: Each capability and the methods a target must implement to have it.
+CAPABILITIES: dict[Capability, tuple[str, str]] = {"crash_vm": ("crash_vm", "start_vm"), "isolate": ("isolate", "heal")}
+#: Probe sources every target accepts besides a node name (see ``Target.probe``).
+VANTAGES = ("management", "internet", "vnet")
+#: How long a (re)started VM may take until its sshd answers.
+SSH_BOOT_DEADLINE_S = 120
+
+__all__ = ["HostAccess", "MissingPrerequisite", "PoolMember", "ProbeResult", "RuleInForce", "Target", "TargetError"]
 
 
 class TargetError(RuntimeError):
@@ -60,7 +86,8 @@ class PoolMember:
 
 @dataclasses.dataclass(frozen=True)
 class ProbeResult:
-    """The outcome of one active TCP connection attempt ``src -> dst:port``."""
+    """The outcome of one active TCP connection attempt ``src -> dst:port``; ``detail`` says why it
+    failed (``timed out``: filtered, ``Connection refused``: nothing listens) or how it passed."""
 
     src: str
     dst: str
@@ -70,49 +97,21 @@ class ProbeResult:
     detail: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
-class HostAccess:
-    """How the control machine reaches one node over SSH (for Ansible, testinfra, process faults)."""
-
-    node: str
-    address: str
-    ssh_host: str
-    ssh_port: int
-    user: str
-    key_file: Path
-    known_hosts: Path
-    proxy_jump: str | None = None
-
-    def ssh_args(self) -> list[str]:
-        """OpenSSH options shared by every SSH user: strict host keys, our key only, bounded waits."""
-        args = [
-            "-i", str(self.key_file), "-p", str(self.ssh_port),
-            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "ConnectTimeout=5", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
-        ]
-        if self.proxy_jump:
-            args += ["-J", self.proxy_jump]
-        return args
-
-
 class Target(abc.ABC):
-    """Base of every target. Subclasses register themselves by ``name`` (see ``targets.get``).
+    """Base of every target; ``deployer.targets.get(name)`` finds the class.
 
     Lifecycle: ``preflight`` -> ``provision`` (stage 1) -> [Ansible over ``hosts()``] -> ``attach``
-    (stage 3) -> read-backs and faults -> ``teardown`` -> ``leftovers``. Every method may be called
-    again after a partial failure: provision and attach converge, teardown finishes what exists.
+    (stage 3) -> read-backs and faults -> ``teardown`` -> ``leftovers``.
     """
 
     name: ClassVar[str]
-    #: What this target can do beyond the common contract; tests requiring more are skipped.
+    #: Derived from the methods the class implements (see ``CAPABILITIES``); never set by hand.
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
-    registry: ClassVar[dict[str, type[Target]]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if getattr(cls, "name", None):
-            Target.registry[cls.name] = cls
+        cls.capabilities = frozenset(cap for cap, methods in CAPABILITIES.items()
+                                     if all(getattr(cls, m) is not getattr(Target, m) for m in methods))
 
     def __init__(self, spec: StackSpec, state: StackState):
         self.spec = spec
@@ -122,42 +121,51 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     def preflight(self) -> None:
-        """Check prerequisites; raise MissingPrerequisite with one clear message, creating nothing."""
+        """Check every prerequisite of this machine and account, creating nothing and sending nothing
+        that changes the platform. Raises one ``MissingPrerequisite`` listing every problem found."""
 
     @abc.abstractmethod
     def provision(self) -> None:
-        """Stage 1: network, NSG, public frontend, load balancer with an EMPTY pool, booted VMs
-        reachable over SSH. Cleans a stale stack of the same name first. Idempotent."""
+        """Stage 1: network, NSG (the spec's rules, default deny), public frontend, load balancer
+        with its probes and rules but an EMPTY backend pool, booted VMs. Returns once every node's
+        sshd answers through ``hosts()``. A stale stack of the same name (left by a run that died)
+        is cleaned or converged first; every fault in force ends. Idempotent."""
 
+    @abc.abstractmethod
     def is_up(self) -> bool:
-        """True when stage 1's work is present and running, so ``up`` may resume after it."""
-        return False
-
-    def patroni_url(self, node: str) -> str:
-        """Base URL of a node's Patroni REST API as reachable from the control machine."""
-        return f"http://{self.spec.node(node).address}:{self.spec.ports.patroni}"
+        """True when stage 1's work is present and every VM runs, so ``up`` may keep it. Creates
+        nothing; False (never an exception) when the stack is absent."""
 
     def what_if(self) -> list[str]:
-        """Readable lines describing what ``provision`` would create or change; creates nothing."""
-        raise NotImplementedError(f"target {self.name} has no what-if")
+        """Readable lines describing what ``provision`` would create or change; creates nothing.
+        Targets without a preview raise ``TargetError`` saying so."""
+        raise TargetError(f"target {self.name} has no what-if preview")
 
     @abc.abstractmethod
     def hosts(self) -> list[HostAccess]:
-        """SSH access to every node, in spec order. Valid after provision."""
+        """SSH access to every node, in spec order, with host keys already trusted (recorded at
+        provision). Valid after provision; ``TargetError`` before."""
 
+    @abc.abstractmethod
     def ansible_vars(self) -> dict:
-        """Target-specific Ansible variables (a difference between targets is a variable)."""
-        return {}
+        """Target-specific Ansible variables: every difference between targets the roles see is one
+        of these (``deployer.inventory`` refuses anything no role declares)."""
 
     @abc.abstractmethod
     def attach(self) -> None:
-        """Stage 3: put every node into the load balancer's backend pool. Idempotent."""
+        """Stage 3: put every node into the load balancer's backend pool. Returns once the load
+        balancer reports every node as a healthy member (``wait_pool_healthy``). Idempotent; never
+        takes out a member that is there."""
 
     # ----- read-backs: what the platform reports -----
 
+    #: Worst-case seconds one ``backend_pool()`` call takes; waits on the pool allow for it.
+    readback_latency_s: ClassVar[float] = 1.0
+
     @abc.abstractmethod
     def security_rules(self) -> list[RuleInForce]:
-        """The security rules in force (and, with ``effective_rules``, per node interface)."""
+        """The security rules in force: the NSG's own (scope ``nsg``) and, where the platform
+        evaluates per interface, each node's effective rules (scope = node name)."""
 
     @abc.abstractmethod
     def resolve_source(self, source: str) -> tuple[str, ...]:
@@ -165,57 +173,135 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     def backend_pool(self) -> list[PoolMember]:
-        """The load balancer's backend pool members and their probe health, in spec node order."""
+        """The load balancer's backend pool members and their probe health, in spec node order
+        (members that are no spec node after them). Empty before attach."""
 
     @abc.abstractmethod
     def frontend(self) -> tuple[str, int]:
         """The load balancer frontend address and its primary (read-write) port."""
 
     @abc.abstractmethod
-    def vantage(self, name: Literal["internet", "vnet"]) -> list[str]:
-        """Command prefix that runs a program at a vantage point (``internet``: outside the VNet,
-        where clients are; ``vnet``: inside the virtual network). Empty list = this process."""
+    def vantage(self) -> list[str]:
+        """Command prefix that runs a program where clients are, outside the virtual network (the
+        ``internet`` vantage): ``[]`` when that is this machine."""
+
+    def patroni_url(self, node: str) -> str:
+        """Base URL of a node's Patroni REST API as reachable from the control machine. When the
+        node is down the URL still answers fast (refused), never hangs."""
+        return f"http://{self.address_of(node)}:{self.spec.ports.patroni}"
+
+    # ----- probes -----
+
+    def probe(self, src: str, dst: str, port: int, timeout: float = 3.0) -> ProbeResult:
+        """Actively try one TCP connection to ``dst`` (an address, or a node name = its address).
+
+        ``src`` is where the attempt starts:
+        - ``management``: the control machine itself (this process); how SSH and Patroni are reached;
+        - ``internet``: where clients are, outside the virtual network (``vantage()``);
+        - ``vnet``: inside the virtual network, from the first node in spec order that is not
+          ``dst`` and neither isolated nor stopped;
+        - a node name: from that node.
+        Returns within about ``timeout`` (plus the cost of reaching the vantage). ``TargetError``
+        when the vantage itself fails (not when the connection does: that is the result)."""
+        address = self.address_of(dst) if dst in {n.name for n in self.spec.nodes} else dst
+        if src == "management":
+            found = tcp(address, port, timeout)
+        elif src == "internet":
+            found = self._probe_from_internet(address, port, timeout)
+        elif src == "vnet":
+            found = self._probe_from_node(self.vnet_node(avoid=dst), address, port, timeout)
+        elif src in {n.name for n in self.spec.nodes}:
+            found = self._probe_from_node(src, address, port, timeout)
+        else:
+            raise TargetError(f"unknown probe source {src!r}: one of {', '.join(VANTAGES)} or a node name")
+        return ProbeResult(src=src, dst=dst, port=port, reachable=found["reachable"],
+                           seconds=round(found["seconds"], 3), detail=found["detail"])
 
     @abc.abstractmethod
-    def probe(self, src: str, dst: str, port: int, timeout: float = 3.0) -> ProbeResult:
-        """Actively try a TCP connection from ``src`` (``internet``, ``vnet`` or a node name)."""
+    def _probe_from_internet(self, address: str, port: int, timeout: float) -> dict:
+        """``netprobe.tcp``'s answer (reachable, seconds, detail) from the internet vantage."""
+
+    @abc.abstractmethod
+    def _probe_from_node(self, node: str, address: str, port: int, timeout: float) -> dict:
+        """``netprobe.tcp``'s answer from inside ``node``."""
 
     # ----- infrastructure faults; each has its heal -----
 
     def crash_vm(self, node: str) -> None:
-        """Power the VM off without shutdown (capability ``crash_vm``); heal with ``start_vm``."""
-        raise NotImplementedError(f"target {self.name} cannot crash a VM")
+        """Power the VM off without shutdown: every process dies at once, the disk stays, peers see
+        a black hole (no resets). Returns once the VM is down. Idempotent."""
+        raise TargetError(f"target {self.name} cannot crash a VM")
 
     def start_vm(self, node: str) -> None:
-        """Start a crashed VM again."""
-        raise NotImplementedError(f"target {self.name} cannot start a VM")
+        """Start a crashed VM on its own disk; returns once its sshd answers. A no-op on a running VM."""
+        raise TargetError(f"target {self.name} cannot start a VM")
 
     def isolate(self, node: str) -> None:
-        """Cut a node off the network in both directions, dropping existing flows (``isolate``)."""
-        raise NotImplementedError(f"target {self.name} cannot isolate a node")
+        """Drop every packet to and from the node, established flows included, before any NSG rule
+        (the load balancer's probes of it fail too). Returns once in force. Idempotent."""
+        raise TargetError(f"target {self.name} cannot isolate a node")
 
     def heal(self, node: str) -> None:
-        """Undo ``isolate``; a no-op when the node is not isolated."""
-        raise NotImplementedError(f"target {self.name} cannot heal a node")
+        """Undo ``isolate``: the NSG's rules apply to the node again. A no-op (writing nothing) when
+        the node is not isolated."""
+        raise TargetError(f"target {self.name} cannot heal a node")
 
     # ----- teardown -----
 
     @abc.abstractmethod
     def teardown(self) -> None:
-        """Remove everything this stack created, also from a half-built stack. Never raises for
-        something already gone."""
+        """Remove everything this stack created, also from a half-built stack or one whose state was
+        lost. Never raises for something already gone."""
 
     @abc.abstractmethod
     def leftovers(self) -> list[str]:
         """Anything of this stack still present, one readable line each; empty after a clean teardown."""
 
+    # ----- shared plumbing -----
 
-def get(name: str) -> type[Target]:
-    """The target class registered as ``name``."""
-    import deployer.targets.azure  # noqa: F401  (registration)
-    import deployer.targets.local  # noqa: F401
+    def address_of(self, node: str) -> str:
+        """The node's private address; ``TargetError`` for a name the spec does not have."""
+        try:
+            return str(self.spec.node(node).address)
+        except KeyError as exc:
+            raise TargetError(exc.args[0]) from None
 
-    try:
-        return Target.registry[name]
-    except KeyError:
-        raise TargetError(f"unknown target {name!r}; known: {', '.join(sorted(Target.registry))}") from None
+    def host(self, node: str) -> HostAccess:
+        """``hosts()``'s entry for ``node``."""
+        self.address_of(node)
+        return next(h for h in self.hosts() if h.node == node)
+
+    def faulted(self, kind: Literal["isolated", "stopped"]) -> list[str]:
+        """The nodes currently isolated or stopped by this target, as recorded in the state."""
+        return list(self.state.data.get(kind, []))
+
+    def _mark(self, kind: Literal["isolated", "stopped"], node: str, on: bool) -> None:
+        nodes = [n for n in self.faulted(kind) if n != node] + ([node] if on else [])
+        self.state.data[kind] = nodes
+        self.state.save()
+
+    def vnet_node(self, avoid: str = "") -> str:
+        """The node the ``vnet`` vantage probes from: the first neither ``avoid`` nor faulted."""
+        down = set(self.faulted("isolated")) | set(self.faulted("stopped"))
+        for node in self.spec.nodes:
+            if node.name not in down and avoid not in (node.name, str(node.address)):
+                return node.name
+        raise TargetError("no node can probe from inside the virtual network: every other node is isolated or stopped")
+
+    @property
+    def budgets(self) -> Budgets:
+        """The spec's budgets, with this target's read-back latency."""
+        return Budgets(self.spec, self.readback_latency_s)
+
+    def wait_pool_healthy(self) -> list[PoolMember]:
+        """Block until the backend pool holds exactly the spec's nodes, all healthy; the pool."""
+        expected = [(n.name, True) for n in self.spec.nodes]
+        return wait_until(f"backend pool members {expected} (node, healthy)", self.backend_pool,
+                          lambda pool: [(m.node, m.healthy) for m in pool] == expected,
+                          timeout=self.budgets.lb_settle_s)
+
+    def wait_for_ssh(self, node: str, timeout: float = SSH_BOOT_DEADLINE_S) -> None:
+        """Block until the node's sshd accepts TCP connections from the control machine."""
+        host = self.host(node)
+        wait_until(f"SSH on {node} ({host.ssh_host}:{host.ssh_port}) to answer from the control machine",
+                   lambda: tcp(host.ssh_host, host.ssh_port, 1)["reachable"], timeout=timeout, interval=0.5)

@@ -1,5 +1,1 @@
-"""The ``azure`` target (registered as ``Target.registry["azure"]`` on import)."""
-
-from deployer.targets.azure.target import AzureTarget
-
-__all__ = ["AzureTarget"]
+"""The azure target: Bicep through ARM deployments, read-backs and faults through the Azure SDK."""

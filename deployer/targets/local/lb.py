@@ -13,11 +13,10 @@ no haproxy package (whose postinst would start one in the root namespace).
 
 from __future__ import annotations
 
-import csv
-import io
 import socket
 from pathlib import Path
 
+from deployer import haproxy_stat
 from deployer.spec import StackSpec
 from deployer.targets.base import PoolMember, TargetError
 from deployer.targets.local.cmd import run
@@ -97,12 +96,9 @@ def remove_member(rundir: Path, name: str) -> None:
 
 def members(spec: StackSpec, rundir: Path) -> list[PoolMember]:
     """The pool as HAProxy reports it (``show stat``): member, address, probe status."""
-    text = admin(rundir, "show stat").lstrip("# ")
-    rows = [r for r in csv.DictReader(io.StringIO(text)) if r["pxname"] == BACKEND and r["svname"] not in ("BACKEND", "FRONTEND")]
-    by_name = {r["svname"]: r for r in rows}
+    by_name = haproxy_stat.servers(admin(rundir, "show stat")).get(BACKEND, {})
     order = [n.name for n in spec.nodes] + sorted(set(by_name) - {n.name for n in spec.nodes})
-    return [PoolMember(node=name, address=by_name[name]["addr"].split(":")[0],
-                       healthy=by_name[name]["status"].startswith("UP"))
+    return [PoolMember(node=name, address=by_name[name]["addr"].split(":")[0], healthy=haproxy_stat.is_up(by_name[name]))
             for name in order if name in by_name]
 
 

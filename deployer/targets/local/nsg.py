@@ -15,12 +15,12 @@ from __future__ import annotations
 import ipaddress
 import json
 
+from deployer.spec import NEGATION as NOT
 from deployer.spec import SecurityRule
 from deployer.targets.base import RuleInForce
 from deployer.targets.local.network import BRIDGE, Layout
 
 TABLE, FAULT_TABLE = "pgha_nsg", "pgha_fault"
-NOT = "not "  # prefix of a negated source: "not 10.0.0.0/16" is everything outside the vnet
 
 
 def resolve_source(layout: Layout, source: str) -> tuple[str, ...]:

@@ -10,13 +10,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from deployer.inventory import image_packages
 from deployer.secrets import Secrets
-from deployer.targets.base import HostAccess, MissingPrerequisite, PoolMember, ProbeResult, RuleInForce, Target
+from deployer.targets.base import HostAccess, MissingPrerequisite, PoolMember, RuleInForce, Target
 from deployer.targets.local import lb, network, nsg
 from deployer.targets.local.cmd import ok, run
 from deployer.targets.local.image import ensure_image, prune_images
 from deployer.targets.local.network import Layout
-from deployer.targets.local.vm import VM, HIERARCHIES, CGROUP_ROOT
+from deployer.targets.local.vm import CGROUP_ROOT, HIERARCHIES, VM
 from deployer.wait import wait_until
 
 log = logging.getLogger("deployer.local")
@@ -29,7 +30,6 @@ class LocalTarget(Target):
     """VMs are systemd-nspawn containers in network namespaces; the NSG is nftables; the LB is HAProxy."""
 
     name = "local"
-    capabilities = frozenset({"crash_vm", "isolate", "vantage_internet"})
 
     def __init__(self, spec, state):
         super().__init__(spec, state)
@@ -76,15 +76,13 @@ class LocalTarget(Target):
                 and all(vm.running() for vm in self._vms()) and (self.lb_dir / "haproxy.pid").exists())
 
     def provision(self) -> None:
-        from deployer.inventory import image_packages
-
         if self.leftovers():
             log.info("A previous stack named %s left resources behind; tearing them down first.", self.state.name)
             self.teardown()
         debs, pips = image_packages(self.spec)
         image = ensure_image(debs, pips, admin_user=self.spec.admin_user, cache_root=IMAGE_CACHE,
                              progress=lambda msg: log.info("%s", msg))
-        self.state.data["image"] = str(image)
+        self.state.data.update(image=str(image), isolated=[], stopped=[])
         self.state.save()
         for old in prune_images(image, IMAGE_CACHE):
             log.info("Removed the unused cached image %s.", old.name)
@@ -102,10 +100,8 @@ class LocalTarget(Target):
             vm.start()
         (self.state.dir / "known_hosts").write_text("\n".join(known) + "\n")
         log.info("Booting %d VMs; waiting for their SSH daemons.", len(known))
-        for host in self.hosts():
-            wait_until(f"SSH on {host.node} ({host.address}:22) to answer from the management address",
-                       lambda h=host: self.probe("management", h.address, h.ssh_port, 1).reachable,
-                       timeout=60, interval=0.5)
+        for node in self.spec.nodes:
+            self.wait_for_ssh(node.name)
 
     def _start_lb(self, image: Path) -> None:
         self.lb_dir.mkdir(parents=True, exist_ok=True)
@@ -129,9 +125,7 @@ class LocalTarget(Target):
             if node.name not in present:
                 log.info("Adding %s (%s) to the load balancer's backend pool.", node.name, node.address)
                 lb.add_member(self.spec, self.lb_dir, node.name, str(node.address))
-        budget = self.spec.load_balancer.probe_interval_s * (self.spec.load_balancer.probe_threshold + 2)
-        wait_until("every backend pool member healthy", self.backend_pool,
-                   lambda pool: len(pool) == len(self.spec.nodes) and all(m.healthy for m in pool), timeout=budget)
+        self.wait_pool_healthy()
 
     # ----- read-backs -----
 
@@ -147,57 +141,58 @@ class LocalTarget(Target):
     def frontend(self) -> tuple[str, int]:
         return str(self.layout.frontend), self.spec.ports.haproxy_primary
 
-    def vantage(self, name) -> list[str]:
-        ns = {"internet": self.layout.client, "vnet": self.layout.node_ns(self.spec.nodes[0])}[name]
-        return ["ip", "netns", "exec", ns]
+    def vantage(self) -> list[str]:
+        """The ``client`` namespace, routed to the frontend through ``vnet`` like the internet."""
+        return ["ip", "netns", "exec", self.layout.client]
 
-    def probe(self, src: str, dst: str, port: int, timeout: float = 3.0) -> ProbeResult:
-        if src == "management":
-            prefix = []
-        elif src in ("internet", "vnet"):
-            prefix = self.vantage(src)
-        else:
-            prefix = ["ip", "netns", "exec", self.layout.node_ns(self.spec.node(src).name)]
-        if not prefix:
-            from deployer.netprobe import tcp
-            result = tcp(dst, port, timeout)
-        else:
-            out = run([*prefix, sys.executable, "-m", "deployer.netprobe", "tcp", dst, str(port), str(timeout)],
-                      timeout=timeout + 10).stdout
-            result = json.loads(out)
-        return ProbeResult(src=src, dst=dst, port=port, reachable=result["reachable"],
-                           seconds=round(result["seconds"], 3), detail=result["detail"])
+    def _probe_in(self, netns: str, address: str, port: int, timeout: float) -> dict:
+        argv = [sys.executable, "-m", "deployer.netprobe", "tcp", address, str(port), str(timeout)]
+        return json.loads(run(argv, netns=netns, timeout=timeout + 10).stdout)
+
+    def _probe_from_internet(self, address: str, port: int, timeout: float) -> dict:
+        return self._probe_in(self.layout.client, address, port, timeout)
+
+    def _probe_from_node(self, node: str, address: str, port: int, timeout: float) -> dict:
+        """From the node's network namespace: the node's own view, even when its services are down."""
+        return self._probe_in(self.layout.node_ns(node), address, port, timeout)
 
     # ----- faults -----
 
     def crash_vm(self, node: str) -> None:
+        """SIGKILL to the container's init, and its bridge port goes down (a black hole to peers)."""
         log.info("Crashing %s: SIGKILL to its init, and its link goes dark.", node)
         network.set_node_link(self.layout, node, up=False)
-        self.vm(node).kill()
+        vm = self.vm(node)
+        vm.kill()
+        wait_until(f"{node}'s crashed container to be gone", lambda: not vm.launcher_pid(), timeout=15)
+        self._mark("stopped", node, True)
 
     def start_vm(self, node: str) -> None:
         vm = self.vm(node)
-        wait_until(f"{node}'s crashed container to be gone", lambda: not vm.launcher_pid(), timeout=15)
         network.set_node_link(self.layout, node, up=True)
-        log.info("Starting %s again on its own disk.", node)
-        vm.start()
-        address = str(self.spec.node(node).address)
-        wait_until(f"SSH on {node} to answer after restart",
-                   lambda: self.probe("management", address, self.spec.ports.ssh, 1).reachable, timeout=60)
+        if not vm.launcher_pid():
+            log.info("Starting %s again on its own disk.", node)
+            vm.start()
+        self.wait_for_ssh(node)
+        self._mark("stopped", node, False)
 
     def _fault_set(self, verb: str, node: str) -> None:
-        address = self.spec.node(node).address
+        address = self.address_of(node)
         for family in ("inet", "bridge"):
             run(["nft", verb, "element", family, nsg.FAULT_TABLE, "isolated", f"{{ {address} }}"],
                 netns=self.layout.vnet, check=verb == "add")
 
     def isolate(self, node: str) -> None:
+        """The node's address joins the ``isolated`` set of the fault tables (``add`` is idempotent)."""
         log.info("Isolating %s: every packet to or from it is dropped, established flows included.", node)
         self._fault_set("add", node)
+        self._mark("isolated", node, True)
 
     def heal(self, node: str) -> None:
-        log.info("Healing %s: its packets flow again.", node)
+        if node in self.faulted("isolated"):
+            log.info("Healing %s: its packets flow again.", node)
         self._fault_set("delete", node)
+        self._mark("isolated", node, False)
 
     # ----- teardown -----
 

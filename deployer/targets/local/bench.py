@@ -1,4 +1,4 @@
-"""``make bench-deploy``: time a cold deploy (image bake included) and a warm one on the local
+"""``make bench-deploy`` (``python -m deployer.targets.local.bench``): time a cold deploy (image bake included) and a warm one on the local
 target, measure the stack's memory, and write ``reports/deploy.json``:
 
     {"cold": {stage: seconds, "total": s}, "warm": {...}, "memory_mib": N, "targets": {...}}
@@ -18,11 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from deployer.paths import REPORTS
 from deployer.spec import DEFAULT_SPEC, load_spec
 from deployer.state import STAGES, StackState
 from deployer.targets.local.network import Layout, ns_pids
 
-REPORT = Path(__file__).resolve().parent.parent / "reports" / "deploy.json"
+REPORT = REPORTS / "deploy.json"
 TARGETS = {"warm_total_s": 90, "cold_total_s": 360}
 
 

@@ -1,7 +1,8 @@
-"""The workload (Jepsen's client) as a process of its own: Locust, headless, at the ``internet``
-vantage point, writing uniquely keyed rows through the frontend and recording every operation in a
-history (``load/history.py``). Locust monkey-patches with gevent on import, so it never runs inside
-the pytest process. The run is bounded by ``duration_s`` and always stopped on exit.
+"""The workload (Jepsen's client) as a process of its own: Locust, headless, started under a
+vantage prefix (where clients are), writing uniquely keyed rows through the frontend and recording
+every operation in a history (``load/history.py``). Locust monkey-patches with gevent on import, so
+it never runs inside the pytest process. The run is bounded by ``duration_s`` and always stopped on
+exit. This module knows DSNs and directories, not stacks or targets.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from deployer.stack import Stack
+from deployer.paths import LOCUSTFILE
 from deployer.wait import wait_until
 from load.history import Op, read_history
 
-log = logging.getLogger("deployer.workload")
-LOCUSTFILE = Path(__file__).resolve().parent.parent / "load" / "locustfile.py"
+log = logging.getLogger("load.runner")
 
 
 class Workload:
@@ -35,6 +35,7 @@ class Workload:
         return read_history(self.history_dir)
 
     def ok_writes(self) -> int:
+        """Acknowledged writes so far."""
         return sum(1 for op in self.history() if op.kind == "write" and op.outcome == "ok")
 
     def wait_for_writes(self, count: int, timeout: float = 30) -> None:
@@ -45,16 +46,16 @@ class Workload:
 
 
 @contextlib.contextmanager
-def running(stack: Stack, run_dir: Path, *, users: int = 4, writes_per_s: float = 20,
-            duration_s: float = 180) -> Iterator[Workload]:
-    """Start the workload; on exit stop it (SIGTERM, then SIGKILL) and wait for it to be gone."""
+def running(vantage: list[str], write_dsn: str, read_dsn: str, run_dir: Path, *, users: int = 4,
+            writes_per_s: float = 20, duration_s: float = 180) -> Iterator[Workload]:
+    """Start the workload under the command prefix ``vantage``, writing through ``write_dsn`` and
+    reading through ``read_dsn`` (DSNs hold passwords: they travel in the environment only), its
+    history in ``run_dir/history``; on exit stop it (SIGTERM, then SIGKILL) and wait until it is gone."""
     history_dir = run_dir / "history"
     history_dir.mkdir(parents=True, exist_ok=True)
-    ports = stack.spec.ports
-    env = {**os.environ, "PGHA_WRITE_DSN": stack.dsn(ports.haproxy_primary),
-           "PGHA_READ_DSN": stack.dsn(ports.haproxy_replicas), "PGHA_HISTORY_DIR": str(history_dir),
+    env = {**os.environ, "PGHA_WRITE_DSN": write_dsn, "PGHA_READ_DSN": read_dsn, "PGHA_HISTORY_DIR": str(history_dir),
            "PGHA_RUN_ID": run_dir.name, "PGHA_WRITES_PER_S": str(writes_per_s)}
-    argv = [*stack.target.vantage("internet"), sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+    argv = [*vantage, sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
             "-u", str(users), "-r", str(users), "-t", f"{int(duration_s)}s", "--only-summary", "--stop-timeout", "5"]
     log_file = run_dir / "locust.log"
     log.info("Workload: %d Locust users, %g writes/s, at most %d s.", users, writes_per_s, duration_s)

@@ -7,13 +7,8 @@ naming the expected and the seen value.
 
 from __future__ import annotations
 
-from deployer.spec import PROTECTED_PORTS
+from deployer.spec import PROTECTED_PORTS, admits_internet
 from deployer.targets.base import PoolMember, RuleInForce, Target
-
-
-def is_internet(source: str) -> bool:
-    """True when a reported source admits addresses on the internet."""
-    return source in ("*", "0.0.0.0/0", "Internet", "Any") or source.startswith("not ")
 
 
 def check_security_rules(target: Target) -> list[RuleInForce]:
@@ -31,7 +26,7 @@ def check_security_rules(target: Target) -> list[RuleInForce]:
         assert seen == expected, f"rule {rule.name}: expected {expected}, the platform reports {seen}"
     protected = {getattr(spec.ports, p) for p in PROTECTED_PORTS}
     for r in rules:
-        if r.direction == "inbound" and r.access == "allow" and any(is_internet(s) for s in r.sources):
+        if r.direction == "inbound" and r.access == "allow" and any(admits_internet(s) for s in r.sources):
             opened = protected if not r.ports else protected & set(r.ports)
             assert not opened, f"rule {r.name} ({r.scope}) opens {sorted(opened)} to {r.sources}"
     return rules

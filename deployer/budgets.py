@@ -1,0 +1,82 @@
+"""Every time budget the deployer, the suites and the drills use, derived from the spec in one place.
+
+A budget is a worst case the spec's settings promise (a drill asserts it); a deadline is how long
+a wait may poll before it fails (``wait_until`` scales it by the one timeout multiplier). Both come
+from here, so a changed ``ttl`` or probe interval moves every expectation with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deployer.spec import StackSpec
+
+#: Seconds the load balancer waits for one probe answer (local: ``timeout check``; Azure: the
+#: probe's own timeout is shorter than its interval).
+LB_PROBE_TIMEOUT_S = 2
+#: A restarted or healed node catches up, through pg_rewind if it must, well within this.
+REJOIN_S = 90
+#: A committed row is visible on every streaming replica within this.
+REPLICA_VISIBLE_S = 10
+#: A client's reconnect after its server went away (connect_timeout and one retry).
+CLIENT_RECONNECT_S = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Budgets:
+    """Budgets of one stack. ``readback_latency_s`` is the target's (``Target.readback_latency_s``):
+    a wait that polls a read-back allows for two of them on top of what the platform needs."""
+
+    spec: StackSpec
+    readback_latency_s: float = 0.0
+
+    @property
+    def haproxy_down_s(self) -> float:
+        """A node's HAProxy marks a server down: ``fall`` failed checks."""
+        h = self.spec.haproxy
+        return h.check_inter_ms * h.check_fall / 1000
+
+    @property
+    def haproxy_reroute_s(self) -> float:
+        """Every node's HAProxy routes to a new leader: the old one down, the new one up, two checks of slack."""
+        h = self.spec.haproxy
+        return h.check_inter_ms * (h.check_fall + h.check_rise + 2) / 1000
+
+    @property
+    def lb_down_s(self) -> float:
+        """The load balancer stops sending clients to a member: ``threshold`` failed probes."""
+        lb = self.spec.load_balancer
+        return lb.probe_interval_s * lb.probe_threshold
+
+    @property
+    def lb_settle_s(self) -> float:
+        """Deadline for the load balancer to change a member's health, worst case: the failing (or
+        passing) probes start just after the last opposite one, plus one probe timeout, plus the
+        read-backs that observe it."""
+        lb = self.spec.load_balancer
+        return lb.probe_interval_s * (lb.probe_threshold + 1) + LB_PROBE_TIMEOUT_S + 2 * self.readback_latency_s
+
+    @property
+    def crash_failover_s(self) -> float:
+        """Write gap for a crashed or isolated primary: lease expiry, one Patroni loop, the node
+        HAProxies and the load balancer marking the dead node down."""
+        p = self.spec.patroni
+        return p.ttl + p.loop_wait + self.haproxy_down_s + self.lb_down_s
+
+    @property
+    def switchover_s(self) -> float:
+        """Write gap for a planned switchover: one Patroni loop to demote and promote, the node
+        HAProxies marking the old leader down and the new one up, and a client's reconnect (the
+        load balancer's members stay healthy throughout)."""
+        h = self.spec.haproxy
+        return self.spec.patroni.loop_wait + h.check_inter_ms * (h.check_fall + h.check_rise) / 1000 + CLIENT_RECONNECT_S
+
+    @property
+    def converge_s(self) -> float:
+        """Deadline for a healthy cluster (one leader, every replica streaming, lag 0) from a whole one."""
+        return 2 * self.spec.patroni.ttl
+
+    rejoin_s: float = REJOIN_S
+    replica_visible_s: float = REPLICA_VISIBLE_S

@@ -1,0 +1,120 @@
+"""Drill evidence a person reads, in one place: JSON records (``append_record``), a timeline plot
+per drill (writes per second by outcome, fault, heal and write gap marked), the run's HTML page
+(``reports/<stack>/index.html``) and a log bundle from every node of a failed test."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from deployer.drills.checkers import GapVerdict, throughput  # noqa: E402
+from deployer.stack import Stack  # noqa: E402
+from load.history import Op  # noqa: E402
+
+#: What a log bundle holds from each node: file label -> command run as root there.
+NODE_LOGS = {
+    "journal": ["journalctl", "--no-pager", "-n", "400"],
+    "patroni": ["journalctl", "--no-pager", "-u", "patroni", "-n", "400"],
+    "etcd": ["journalctl", "--no-pager", "-u", "etcd", "-n", "200"],
+    "haproxy": ["journalctl", "--no-pager", "-u", "haproxy", "-n", "200"],
+    "postgresql": ["sh", "-c", "tail -n 300 /var/log/postgresql/*.log"],
+}
+#: Files of ``reports/<stack>/`` that belong to one run (cleared when the next one starts).
+RUN_FILES = ("logs", "drills", "drills.json", "failover.json", "index.html")
+
+
+def append_record(path: Path, record: dict, key: str | None = None) -> None:
+    """Append ``record`` to the JSON list in ``path``; with ``key``, first drop a record with the same
+    value of ``key`` (one record per drill)."""
+    records = json.loads(path.read_text()) if path.exists() else []
+    if key is not None:
+        records = [r for r in records if r.get(key) != record[key]]
+    path.write_text(json.dumps(records + [record], indent=2) + "\n")
+
+
+def clear_run(reports: Path) -> None:
+    """Remove the previous run's files from ``reports`` (one run, one report)."""
+    for name in RUN_FILES:
+        path = reports / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def collect_logs(stack: Stack, bundle: Path) -> None:
+    """Write ``<node>-<label>.log`` for every node and every entry of ``NODE_LOGS`` into ``bundle``;
+    best effort: a node that cannot answer gets a file saying why."""
+    bundle.mkdir(parents=True, exist_ok=True)
+    for node in stack.spec.nodes:
+        for label, command in NODE_LOGS.items():
+            path = bundle / f"{node.name}-{label}.log"
+            try:
+                out = stack.ssh(node.name, ["sudo", *command], timeout=20, check=False)
+                path.write_text(out.stdout + out.stderr)
+            except Exception as exc:  # noqa: BLE001 - evidence is best effort, the failure stands
+                path.write_text(f"could not collect: {exc}\n")
+
+
+def plot_timeline(history: list[Op], fault_at: float, heal_at: float | None, gap: GapVerdict, path: Path,
+                  title: str) -> Path:
+    """Write ``path`` (PNG): stacked ok/fail/unknown writes per second, seconds relative to the fault."""
+    series = throughput(history, 1.0)
+    xs = [b.start - fault_at for b in series.buckets]
+    fig, ax = plt.subplots(figsize=(10, 3.6), dpi=110)
+    ok = [b.ok for b in series.buckets]
+    fail = [b.fail for b in series.buckets]
+    ax.bar(xs, ok, width=1.0, align="edge", color="#2a9d8f", label="ok")
+    ax.bar(xs, fail, width=1.0, align="edge", bottom=ok, color="#e76f51", label="failed")
+    ax.bar(xs, [b.unknown for b in series.buckets], width=1.0, align="edge",
+           bottom=[o + f for o, f in zip(ok, fail)], color="#e9c46a", label="unknown")
+    ax.axvline(0, color="black", linestyle="--", linewidth=1)
+    ax.annotate("fault", (0, 1), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points")
+    if heal_at is not None:
+        ax.axvline(heal_at - fault_at, color="#264653", linestyle=":", linewidth=1)
+        ax.annotate("heal", (heal_at - fault_at, 1), xycoords=("data", "axes fraction"), xytext=(3, -24),
+                    textcoords="offset points")
+    ax.axvspan(gap.gap_start - fault_at, gap.gap_end - fault_at, color="#e76f51", alpha=0.12, zorder=0,
+               label=f"write gap {gap.gap_s:.1f} s")
+    ax.set_xlabel("seconds since the fault")
+    ax.set_ylabel("writes per second")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_index(reports: Path, outcomes: list[tuple[str, str, float]]) -> Path:
+    """Write the page from ``outcomes`` (test id, outcome, seconds) and the JSON results in ``reports``."""
+    esc = html.escape
+    rows = "".join(f"<tr class='{esc(o)}'><td>{esc(t)}</td><td>{esc(o)}</td><td>{s:.1f}</td></tr>"
+                   for t, o, s in outcomes)
+    drills = json.loads((reports / "drills.json").read_text()) if (reports / "drills.json").exists() else []
+    cards = []
+    for d in drills:
+        plot = Path(d.get("timeline_plot", ""))
+        img = f"<img src='{esc(os.path.relpath(plot, reports))}' width='900'>" if plot.is_file() else ""
+        cards.append(f"<h3>{esc(d['drill'])}: {esc(d['old_leader'])} &rarr; {esc(d['new_leader'])}</h3>"
+                     f"<p class='{'passed' if d['within_budget'] else 'failed'}'>write gap {d['write_gap_s']} s, "
+                     f"budget {d['budget_s']} s</p><p>Expected: {esc(d['expect'])}</p><ul><li>{esc(d['set'])}</li><li>{esc(d['single_writer'])}</li></ul>{img}")
+    logs = sorted(p.relative_to(reports) for p in (reports / "logs").glob("*/*")) if (reports / "logs").is_dir() else []
+    links = "".join(f"<li><a href='{esc(str(p))}'>{esc(str(p))}</a></li>" for p in logs) or "<li>none (no failure)</li>"
+    page = f"""<!doctype html><meta charset="utf-8"><title>pgha {esc(reports.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}} td{{padding:2px 8px}}
+.passed{{color:#2a7d4f}} .failed,.error{{color:#b3261e}} .skipped{{color:#888}}</style>
+<h1>Stack {esc(reports.name)}</h1><p>{time.strftime('%Y-%m-%d %H:%M:%S %Z')}:
+{sum(o == 'passed' for _, o, _ in outcomes)} passed, {sum(o in ('failed', 'error') for _, o, _ in outcomes)} failed,
+{sum(o == 'skipped' for _, o, _ in outcomes)} skipped.</p>
+<h2>Tests</h2><table>{rows}</table><h2>Drills</h2>{''.join(cards) or '<p>none run</p>'}
+<h2>Node logs of failed tests</h2><ul>{links}</ul>"""
+    path = reports / "index.html"
+    path.write_text(page)
+    return path
