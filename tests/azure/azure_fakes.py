@@ -98,3 +98,12 @@ class Arm:
                 body = req.body
                 out.append((req.method, req.url, json.loads(body) if body else None))
         return out
+
+
+def answer_pool(arm: Arm, replicas: str = "lb_health_replicas.json"):
+    """The backend pool after attach and the health of its two rules (by default pg3 is Down on the
+    replicas rule; ``replicas="lb_health_primary.json"``: every node Up on both)."""
+    lb = f"{NET}/loadBalancers/pgha-lb"
+    arm.add("GET", f"{lb}/backendAddressPools/nodes", load("backend_pool.json"))
+    arm.add("POST", f"{lb}/loadBalancingRules/haproxy-primary/health", load("lb_health_primary.json"))
+    arm.lro("POST", f"{lb}/loadBalancingRules/haproxy-replicas/health", load(replicas))

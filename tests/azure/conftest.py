@@ -8,9 +8,10 @@ import yaml
 from azure_fakes import ADMIN_CIDR, NOW, SUB, Arm, FakeCredential, load
 
 import deployer.state
+import deployer.targets.base
 from deployer.spec import DEFAULT_SPEC, parse_spec
 from deployer.state import StackState
-from deployer.targets.azure import AzureTarget
+from deployer.targets.azure.target import AzureTarget
 
 
 @pytest.fixture
@@ -59,3 +60,18 @@ def deployed(target, state) -> AzureTarget:
     state.data["outputs"] = {k: v["value"] for k, v in load("deployment_succeeded.json")["properties"]["outputs"].items()}
     state.data["tags"] = load("resource_group.json")["tags"]
     return target
+
+
+@pytest.fixture
+def ssh_answers(monkeypatch) -> list[tuple[str, int]]:
+    """SSH of every node answers from the control machine on the second attempt (the base's
+    ``wait_for_ssh`` polls ``netprobe.tcp``); the (host, port) of each attempt, in order."""
+    attempts: list[tuple[str, int]] = []
+
+    def tcp(host, port, timeout):
+        attempts.append((host, port))
+        reachable = attempts.count((host, port)) > 1
+        return {"reachable": reachable, "seconds": 0.0, "detail": "connected" if reachable else "timed out"}
+
+    monkeypatch.setattr(deployer.targets.base, "tcp", tcp)
+    return attempts

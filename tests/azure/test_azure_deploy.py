@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
-from azure_fakes import CMP, DEPLOYMENT, NOW, SUB, NoCredential, load
+from azure_fakes import CMP, DEPLOYMENT, NOW, SUB, NoCredential, answer_pool, load
 
 from deployer.targets.azure import bicep
 from deployer.targets.azure.identity import AzureEnv
@@ -148,7 +148,10 @@ def test_provision_then_attach_flip_only_the_pool_membership(target, arm, state)
     assert (state.dir / "known_hosts").stat().st_mode & 0o777 == 0o600
 
     answer_deployment(arm, "what_if_attach.json")
+    answer_pool(arm)  # pg3 still Down on the replicas rule ...
+    answer_pool(arm, replicas="lb_health_primary.json")  # ... then every node Up
     target.attach()
+    assert len(arm.sent("GET", "/backendAddressPools/nodes")) == 2, "attach returns once every node is healthy"
     stage1_sent, stage3_sent = [b for _, _, b in arm.sent("PUT", "/deployments/pgha-main?")]
     p1, p3 = parameters_sent(stage1_sent), parameters_sent(stage3_sent)
     assert p1["joinBackendPool"] == {"value": False} and p3["joinBackendPool"] == {"value": True}
@@ -185,7 +188,7 @@ def test_tags_expire_after_the_spec_expiry(target):
     assert target._tags() == EXPECTED_TAGS and NOW.hour == 0 and target.spec.azure.expiry_hours == 8
 
 
-def test_provision_of_a_stale_stack_restarts_the_vms_it_powered_off(target, arm, state):
+def test_provision_of_a_stale_stack_restarts_the_vms_it_powered_off(target, arm, state, ssh_answers):
     state.data.update(stopped=["pg2"], isolated=["pg1"])
     arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
@@ -194,3 +197,4 @@ def test_provision_of_a_stale_stack_restarts_the_vms_it_powered_off(target, arm,
     arm.lro("POST", f"{CMP}/virtualMachines/pgha-pg2/start")
     target.provision()
     assert state.data["stopped"] == [] and state.data["isolated"] == [], "the redeploy replaced the NSG's rules"
+    assert ssh_answers[-1] == ("20.1.2.3", 50002), "the restarted VM's SSH answers before provision goes on"

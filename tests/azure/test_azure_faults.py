@@ -22,7 +22,7 @@ def rules_of(body: dict) -> dict[str, dict]:
     return {r["name"]: r["properties"] for r in body["properties"]["securityRules"]}
 
 
-def test_crash_vm_powers_off_without_shutdown_and_start_vm_starts(deployed, arm, state):
+def test_crash_vm_powers_off_without_shutdown_and_start_vm_starts(deployed, arm, state, ssh_answers):
     ours(arm)
     arm.lro("POST", f"{CMP}/virtualMachines/pgha-pg1/powerOff")
     deployed.crash_vm("pg1")
@@ -34,6 +34,7 @@ def test_crash_vm_powers_off_without_shutdown_and_start_vm_starts(deployed, arm,
     arm.lro("POST", f"{CMP}/virtualMachines/pgha-pg1/start")
     deployed.start_vm("pg1")
     assert arm.sent("POST", "/virtualMachines/pgha-pg1/start") and state.data["stopped"] == []
+    assert ssh_answers == [("20.1.2.3", 50001)] * 2, "start_vm returns once SSH answers through the NAT port, not before"
 
 
 def isolated_nsg(node: str, address: str) -> dict:
@@ -100,11 +101,18 @@ def test_a_second_isolated_node_takes_the_next_free_priorities(deployed, arm):
 
 
 @pytest.mark.parametrize("fault", ["crash_vm", "start_vm", "isolate", "heal"])
-def test_faults_are_refused_on_a_group_the_deployer_did_not_create(deployed, arm, fault):
+def test_faults_are_refused_on_a_group_the_deployer_did_not_create(deployed, arm, fault, ssh_answers):
     foreign(arm)
     with pytest.raises(TargetError, match="resource group rg-pgha has tags .*so the deployer did not create it"):
         getattr(deployed, fault)("pg1")
-    assert [m for m, _, _ in arm.sent()] == ["GET"]
+    assert [m for m, _, _ in arm.sent()] == ["GET"] and ssh_answers == []
+
+
+@pytest.mark.parametrize("fault", ["crash_vm", "start_vm", "isolate", "heal"])
+def test_faults_on_an_unknown_node_name_the_known_ones(deployed, arm, fault):
+    with pytest.raises(TargetError, match=r"no node 'pg9' in the deployment outputs \(pg1, pg2, pg3\)"):
+        getattr(deployed, fault)("pg9")
+    assert arm.sent() == []
 
 
 def test_teardown_deletes_the_group_and_leftovers_is_empty_after_a_404(deployed, arm):

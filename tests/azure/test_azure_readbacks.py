@@ -7,12 +7,11 @@ import subprocess
 import threading
 
 import pytest
-from azure_fakes import ADMIN_CIDR, CMP, NET, load
+from azure_fakes import ADMIN_CIDR, CMP, NET, answer_pool, load
 
-from deployer import contract
-from deployer.targets import get
-from deployer.targets.azure import AzureTarget
-from deployer.targets.base import HostAccess, PoolMember, ProbeResult, RuleInForce, Target
+from deployer.targets import contract, get
+from deployer.targets.azure.target import AzureTarget
+from deployer.targets.base import HostAccess, PoolMember, ProbeResult, RuleInForce, TargetError
 
 
 def answer_rules(arm, nodes=("pg1", "pg2", "pg3")):
@@ -21,15 +20,10 @@ def answer_rules(arm, nodes=("pg1", "pg2", "pg3")):
         arm.lro("POST", f"{NET}/networkInterfaces/pgha-{node}-nic/effectiveNetworkSecurityGroups", load("effective_nsg.json"))
 
 
-def answer_pool(arm):
-    arm.add("GET", f"{NET}/loadBalancers/pgha-lb/backendAddressPools/nodes", load("backend_pool.json"))
-    arm.add("POST", f"{NET}/loadBalancers/pgha-lb/loadBalancingRules/haproxy-primary/health", load("lb_health_primary.json"))
-    arm.lro("POST", f"{NET}/loadBalancers/pgha-lb/loadBalancingRules/haproxy-replicas/health", load("lb_health_replicas.json"))
-
 
 def test_registered_under_its_name_with_its_capabilities():
-    assert get("azure") is AzureTarget and Target.registry["azure"] is AzureTarget
-    assert AzureTarget.capabilities == {"crash_vm", "isolate", "effective_rules", "vantage_internet"}
+    assert get("azure") is AzureTarget
+    assert AzureTarget.capabilities == {"crash_vm", "isolate"}
 
 
 def test_security_rules_are_the_nsg_rules_then_each_nics_effective_rules(deployed, arm):
@@ -98,9 +92,7 @@ def test_hosts_go_through_the_nat_ports_of_the_frontend(deployed, state):
 
 def test_frontend_vantage_and_ansible_vars(deployed):
     assert deployed.frontend() == ("20.1.2.3", 5000)
-    assert deployed.vantage("internet") == []
-    with pytest.raises(NotImplementedError, match="probe"):
-        deployed.vantage("vnet")
+    assert deployed.vantage() == [], "this machine is where clients are"
     assert deployed.ansible_vars() == {"common_apt_update_cache": True, "patroni_watchdog_mode": "off"}
 
 
@@ -139,21 +131,23 @@ def test_probe_from_a_node_runs_nc_over_ssh(make_target, deployed, state):
 
     def run(cmd, **kwargs):
         runs.append(cmd)
-        return subprocess.CompletedProcess(cmd, 1 if cmd[-1] == "5432" else 0, "", "")
+        return subprocess.CompletedProcess(cmd, 1 if cmd[-1].endswith(" 5432") else 0, "", "")
 
     target = make_target(run=run)
     assert target.probe("pg1", "pg2", 8008).reachable
     assert not target.probe("vnet", "pg1", 5432).reachable
     first, second = runs
-    assert first[0] == "ssh" and "pgadmin@20.1.2.3" in first and first[-6:] == ["nc", "-z", "-w", "3", "10.0.1.5", "8008"]
+    assert first[0] == "ssh" and "pgadmin@20.1.2.3" in first and first[-2:] == ["--", "nc -z -w 3 10.0.1.5 8008"]
     assert first[first.index("-p") + 1] == "50001"
     assert second[second.index("-p") + 1] == "50002", "the vnet vantage is a node other than the destination"
 
 
 def test_probe_names_a_broken_vantage(make_target, deployed):
     target = make_target(run=lambda cmd, **kw: subprocess.CompletedProcess(cmd, 255, "", "Connection timed out"))
-    with pytest.raises(Exception, match="SSH to pg1 .*failed: Connection timed out"):
+    with pytest.raises(TargetError, match="SSH to pg1 .*failed: Connection timed out"):
         target.probe("pg1", "pg2", 5432)
+    with pytest.raises(TargetError, match="unknown probe source 'pg9'"):
+        target.probe("pg9", "pg2", 5432)
 
 
 def test_patroni_url_is_an_ssh_tunnel_to_the_node(make_target, deployed):
@@ -185,4 +179,4 @@ def test_patroni_url_is_an_ssh_tunnel_to_the_node(make_target, deployed):
     assert cmd[cmd.index("-L") + 1].endswith(":10.0.1.5:8008") and "pgadmin@20.1.2.3" in cmd
     assert cmd[cmd.index("-p") + 1] == "50002"
     target.close()
-    assert target._tunnels == {}
+    assert target._tunnels.open == {}

@@ -8,9 +8,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from deployer.paths import BICEP_DIR
 from deployer.targets.base import MissingPrerequisite, TargetError
 
-MAIN_BICEP = Path(__file__).resolve().parents[3] / "bicep" / "main.bicep"
+MAIN_BICEP = BICEP_DIR / "main.bicep"
 NO_CLI = ("the Bicep CLI is not installed (neither `bicep` nor `az` is on PATH): install it "
           "(https://aka.ms/bicep-install, or `az bicep install`), or run on an Azure DevOps agent, "
           "which has it")

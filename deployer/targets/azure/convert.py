@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 
+from deployer.spec import ANY_SOURCES
 from deployer.targets.base import RuleInForce
 
 _PROTOCOLS = {"tcp": "tcp", "udp": "udp", "*": "any", "all": "any"}
-_ANY = {"*", "0.0.0.0/0", "::/0"}  # effective rules spell "*" as 0.0.0.0/0
 _SYMBOLS = {"Create": "+", "Delete": "-", "Modify": "~", "Deploy": "!", "NoChange": "=", "Ignore": "*",
             "Unsupported": "x"}
 
 
 def prefix(value: str) -> str:
     """One address prefix in the form both scopes share: ``*``, a tag, or a CIDR with its length."""
-    if value in _ANY:
+    if value in ANY_SOURCES:  # effective rules spell "*" as 0.0.0.0/0
         return "*"
     try:
         return str(ipaddress.ip_network(value, strict=False))
