@@ -19,13 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployer.spec import DEFAULT_SPEC, parse_spec
+from deployer.paths import BICEP_DIR as BICEP
+from deployer.spec import DEFAULT_SPEC, OPEN_SOURCES, parse_spec
 
 pycep = pytest.importorskip("pycep", reason="pycep-parser is a dev dependency: pip install -e '.[dev]'")
 from deployer.targets.azure.parameters import bicep_parameters, nsg_security_rules  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-BICEP = REPO / "bicep"
 MAIN = BICEP / "main.bicep"
 MODULES = BICEP / "modules"
 FILES = sorted(BICEP.rglob("*.bicep"))
@@ -44,8 +43,6 @@ VM = "Microsoft.Compute/virtualMachines"
 
 #: Ports that no inbound allow rule may open to the internet: SSH, PostgreSQL, etcd, Patroni.
 PROTECTED_PORTS = (22, 5432, 2379, 2380, 8008)
-#: Sources meaning "anyone".
-OPEN_SOURCES = {"*", "Any", "Internet", "0.0.0.0/0", "::/0"}
 
 
 # ---------------------------------------------------------------- reading the parsed Bicep

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-BICEP = REPO / "bicep"
+from deployer.paths import BICEP_DIR as BICEP
+from deployer.paths import REPO
+
 VENV = REPO / ".venv-checkov"
 CHECKOV = VENV / "bin" / "checkov"
 INSTALL = "python3 -m venv .venv-checkov && .venv-checkov/bin/pip install -r requirements-checkov.txt (or `make checkov`)"

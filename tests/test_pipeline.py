@@ -1,5 +1,12 @@
 """Offline checks of ``azure-pipelines.yml``: the stages, their order and conditions, the schedule,
-the deployer commands, the published results, and that no secret is ever printed."""
+the deployer commands, the published results, and that no secret is ever printed.
+
+The pipeline is checked as Azure DevOps runs it: every ``- template:`` step is replaced by the
+template's steps, its ``${{ parameters.x }}`` expressions substituted from the parameters given and
+the template's defaults (``expand``), so every check sees the real steps. As Azure DevOps does, the
+expansion refuses a parameter the template does not declare, a required one not given, and an
+expression naming no parameter.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +16,88 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from deployer.paths import REPO
+
 PIPELINE = REPO / "azure-pipelines.yml"
+TEMPLATES = REPO / ".azure-pipelines"
+#: A compile-time expression naming one parameter: ``${{ parameters.name }}``.
+EXPRESSION = re.compile(r"\$\{\{\s*parameters\.(?P<name>[A-Za-z_]\w*)\s*\}\}")
 STAGES = ["Validate", "Provision", "Configure", "Attach", "Smoke", "Chaos", "Teardown"]
 SCHEDULE_ONLY = "eq(variables['Build.Reason'], 'Schedule')"
 #: Macro references that are not secrets: Azure DevOps' predefined variables (dotted names).
 MACRO = re.compile(r"\$\((?P<name>[A-Za-z0-9_.\-]+)\)")
 
 
+class TemplateError(ValueError):
+    """What Azure DevOps would refuse while expanding the templates."""
+
+
+def parameter_values(declared: list[dict], given: dict, where: str) -> dict:
+    """The values of a file's declared parameters: given, else the default; TemplateError for an
+    undeclared or a missing required one."""
+    names = {p["name"]: p for p in declared}
+    if unknown := sorted(set(given) - set(names)):
+        raise TemplateError(f"{where}: unexpected parameters {unknown}")
+    if missing := sorted(n for n, p in names.items() if n not in given and "default" not in p):
+        raise TemplateError(f"{where}: required parameters {missing} not given")
+    return {n: given.get(n, p.get("default")) for n, p in names.items()}
+
+
+def substitute(node, values: dict, where: str, used: set[str]):
+    """``node`` with every ``${{ parameters.x }}`` replaced: a string that is one whole expression
+    takes the value itself (a boolean stays one), otherwise the value's text is spliced in."""
+    if isinstance(node, dict):
+        return {k: substitute(v, values, where, used) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute(v, values, where, used) for v in node]
+    if not isinstance(node, str):
+        return node
+
+    def value(name: str):
+        if name not in values:
+            raise TemplateError(f"{where}: ${{{{ parameters.{name} }}}} names no parameter")
+        used.add(name)
+        return values[name]
+
+    whole = EXPRESSION.fullmatch(node.strip())
+    if whole:
+        return value(whole["name"])
+    return EXPRESSION.sub(lambda m: str(value(m["name"])).rstrip("\n"), node)
+
+
+def expand_steps(steps: list[dict], including: Path) -> list[dict]:
+    """``steps`` with each ``- template: path`` (relative to the including file) replaced by the
+    template's own steps, expanded in turn."""
+    out = []
+    for step in steps:
+        if "template" not in step:
+            out.append(step)
+            continue
+        path = (including.parent / step["template"]).resolve()
+        raw = yaml.safe_load(path.read_text())
+        values = parameter_values(raw.get("parameters", []), step.get("parameters", {}), path.name)
+        used: set[str] = set()
+        out += expand_steps(substitute(raw["steps"], values, path.name, used), path)
+        if unused := sorted(set(values) - used):
+            raise TemplateError(f"{path.name}: parameters {unused} are declared but never used")
+    return out
+
+
+def expand(path: Path) -> dict:
+    """The pipeline file as Azure DevOps runs it: its own parameters at their defaults, every step
+    template expanded."""
+    raw = yaml.safe_load(path.read_text())
+    values = parameter_values(raw.get("parameters", []), {}, path.name)
+    pipeline = substitute({k: v for k, v in raw.items() if k != "parameters"}, values, path.name, set())
+    for stage in pipeline["stages"]:
+        for job in stage["jobs"]:
+            job["steps"] = expand_steps(job["steps"], path)
+    return pipeline
+
+
 @pytest.fixture(scope="module")
 def pipeline() -> dict:
-    return yaml.safe_load(PIPELINE.read_text())
+    return expand(PIPELINE)
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +125,21 @@ def pipeline_variables(pipeline) -> set[str]:
     return names
 
 
+def strings(node) -> list[str]:
+    """Every string in a tree (keys and values)."""
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in strings(k) + strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
 def secret_names(pipeline) -> set[str]:
     """Variables that come from the Key Vault group: referenced, yet neither defined here nor
     predefined by Azure DevOps."""
     defined = pipeline_variables(pipeline)
-    text = PIPELINE.read_text()
-    return {m["name"] for m in MACRO.finditer(text) if "." not in m["name"] and m["name"] not in defined}
+    return {m["name"] for text in strings(pipeline) for m in MACRO.finditer(text)
+            if "." not in m["name"] and m["name"] not in defined}
 
 
 def test_the_pipeline_loads_with_stages_in_order(pipeline):
@@ -169,3 +256,56 @@ def test_the_leak_check_catches_each_kind_of_leak():
     assert leaks({"bash": "set +x\nprintenv", "env": env}, secrets)
     assert leaks({"task": "X@1", "inputs": {"password": "$(pgha-state-key)"}}, secrets)
     assert not leaks({"bash": "set +x\nopenssl enc -pass env:STATE_KEY", "env": env}, secrets)
+
+
+# ---------------------------------------------------------------- the templates
+
+
+def test_every_template_is_used_and_the_state_blocks_stand_once():
+    text = PIPELINE.read_text()
+    used = {m for m in re.findall(r"template: (\S+)", text)}
+    assert {f".azure-pipelines/{p.name}" for p in TEMPLATES.glob("*.yml")} == used
+    assert "openssl enc" not in text and "PublishTestResults" not in text, "written once, in a template"
+
+
+RESTORE = ["Download the deployer state", "Restore the deployer state"]
+SAVE = ["Encrypt the deployer state for the next stages", "Publish the encrypted state",
+        "Remove the deployer state from the agent"]
+
+
+def run_at(names: list[str], run: list[str]) -> int:
+    """Where ``run`` starts as consecutive steps in ``names``; -1 when it does not."""
+    return next((i for i in range(len(names)) if names[i:i + len(run)] == run), -1)
+
+
+def test_every_stack_job_restores_the_state_before_azure_and_saves_it_after(stages):
+    for name in STAGES[1:]:
+        names = [s.get("displayName") for s in steps(stages[name])]
+        azure = [i for i, s in enumerate(steps(stages[name])) if s.get("task") == "AzureCLI@2"]
+        restore, save = run_at(names, RESTORE), run_at(names, SAVE)
+        assert (restore >= 0) == (name != "Provision") and (save >= 0) == (name != "Teardown"), name
+        assert restore < min(azure) and (save < 0 or save > max(azure)), name
+    teardown = {s.get("displayName"): s for s in steps(stages["Teardown"])}["Restore the deployer state"]
+    assert teardown["continueOnError"] is True and 'only the tag sweep below runs."; exit 0' in script(teardown)
+    configure = {s.get("displayName"): s for s in steps(stages["Configure"])}["Restore the deployer state"]
+    assert configure["continueOnError"] is False and 'did Provision run?"; exit 1' in script(configure)
+
+
+def test_the_expansion_refuses_what_azure_devops_refuses(tmp_path):
+    """Negative controls: an undeclared, a missing or an unused parameter, and an expression naming
+    none, each fail the expansion; a boolean stays a boolean."""
+    (tmp_path / "t.yml").write_text(yaml.safe_dump({
+        "parameters": [{"name": "flag", "type": "boolean", "default": False}, {"name": "text", "type": "string"}],
+        "steps": [{"bash": "run ${{ parameters.text }}", "continueOnError": "${{ parameters.flag }}"}]}))
+    including = tmp_path / "pipeline.yml"
+    assert expand_steps([{"template": "t.yml", "parameters": {"text": "x", "flag": True}}], including) == [
+        {"bash": "run x", "continueOnError": True}]
+    text = [{"name": "text", "type": "string"}]
+    for declared, body, given, error in (
+            (text, "run ${{ parameters.text }}", {"text": "x", "other": 1}, "unexpected parameters"),
+            (text, "run ${{ parameters.text }}", {}, "required parameters"),
+            (text, "run ${{ parameters.txet }}", {"text": "x"}, "names no parameter"),
+            (text, "run", {"text": "x"}, "never used")):
+        (tmp_path / "t.yml").write_text(yaml.safe_dump({"parameters": declared, "steps": [{"bash": body}]}))
+        with pytest.raises(TemplateError, match=error):
+            expand_steps([{"template": "t.yml", "parameters": given}], including)

@@ -107,3 +107,11 @@ def answer_pool(arm: Arm, replicas: str = "lb_health_replicas.json"):
     arm.add("GET", f"{lb}/backendAddressPools/nodes", load("backend_pool.json"))
     arm.add("POST", f"{lb}/loadBalancingRules/haproxy-primary/health", load("lb_health_primary.json"))
     arm.lro("POST", f"{lb}/loadBalancingRules/haproxy-replicas/health", load(replicas))
+
+
+def answer_redeploy(arm: Arm):
+    """A provision into our existing group, up to the deployment: the group read and updated, the
+    what-if answered (no change but the pool membership)."""
+    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_attach.json"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
-from azure_fakes import CMP, DEPLOYMENT, NOW, SUB, NoCredential, answer_pool, load
+from azure_fakes import CMP, DEPLOYMENT, NOW, SUB, NoCredential, answer_pool, answer_redeploy, load
 
 from deployer.targets.azure import bicep
 from deployer.targets.azure.identity import AzureEnv
@@ -174,9 +174,7 @@ def test_provision_refuses_a_subscription_off_the_allow_list(make_target, arm):
 
 
 def test_deployment_without_the_expected_outputs_is_an_error(target, arm):
-    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
-    arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
-    arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_attach.json"))
+    answer_redeploy(arm)
     bare = load("deployment_succeeded.json")
     del bare["properties"]["outputs"]["nsgName"]
     arm.add("PUT", DEPLOYMENT, bare)
@@ -190,9 +188,9 @@ def test_tags_expire_after_the_spec_expiry(target):
 
 def test_provision_of_a_stale_stack_restarts_the_vms_it_powered_off(target, arm, state, ssh_answers):
     state.data.update(stopped=["pg2"], isolated=["pg1"])
-    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
-    arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
-    answer_deployment(arm, "what_if_attach.json")
+    answer_redeploy(arm)
+    arm.async_op("PUT", DEPLOYMENT, {"status": "Succeeded"}, load("deployment_accepted.json"),
+                 load("deployment_succeeded.json"))
     arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.lro("POST", f"{CMP}/virtualMachines/pgha-pg2/start")
     target.provision()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from azure_fakes import CMP, DEPLOYMENT, NET, NoCredential, load
+from azure_fakes import CMP, DEPLOYMENT, NET, NoCredential, answer_redeploy, load
 
 from deployer.targets.base import MissingPrerequisite, TargetError
 
@@ -44,9 +44,7 @@ def test_409_names_the_conflict(deployed, arm):
 
 
 def test_a_failed_deployment_gives_the_code_and_the_real_cause(target, arm):
-    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
-    arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
-    arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_attach.json"))
+    answer_redeploy(arm)
     failed = {"status": "Failed", "error": {
         "code": "DeploymentFailed", "message": "At least one resource deployment operation failed.",
         "details": [{"code": "SkuNotAvailable",
