@@ -10,9 +10,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 ## drill: deploy the staged stack on the local target, run the suites, write reports/, tear down
 drill: deps venv image
-	@set -o pipefail; trap '$(PY) -m deployer.cli down --name $(NAME)' EXIT; \
-	$(PY) -m deployer.cli up --name $(NAME) && \
-	$(PY) -m pytest suites --stack $(NAME) -p no:cacheprovider --junitxml=reports/$(NAME)/junit.xml
+	$(PY) -m pytest suites --stack $(NAME) -p no:cacheprovider -v
 
 ## test: the project's tests: unit tests first, then a real local deploy, its checks and teardown
 test: deps venv checkov image

@@ -6,6 +6,8 @@ live outside it (``deployer.state.STATE_ROOT``, ``deployer.targets.local.image``
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,8 +19,28 @@ LOCUSTFILE = REPO / "load" / "locustfile.py"
 REPORTS = REPO / "reports"
 
 
-def reports_for(stack: str) -> Path:
-    """``reports/<stack>/``: JUnit XML, drill results, log bundles of one stack (created on demand)."""
-    path = REPORTS / stack
+#: Environment variable naming the current run (set by the suites' controller, inherited by xdist
+#: workers and by the deployers a run starts), so every process writes into one ``reports/<run id>/``.
+RUN_ENV = "PGHA_RUN_ID"
+
+
+def run_reports() -> Path:
+    """``reports/<run id>/`` of this run (a new id when none is set), created on demand: JUnit XML,
+    the HTML page, drill records and histories, log bundles of failed tests."""
+    run_id = os.environ.setdefault(RUN_ENV, f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    path = REPORTS / run_id
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def in_suites(args: list[str], cwd: Path) -> bool:
+    """True when pytest arguments (paths or node ids, relative to ``cwd``) select from ``suites/``."""
+    paths = (Path(cwd, arg.split("::")[0]).resolve() for arg in args)
+    return any(p == SUITES or SUITES in p.parents for p in paths)
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make ``reports/latest`` point at ``run_dir``."""
+    latest = REPORTS / "latest"
+    latest.unlink(missing_ok=True)
+    latest.symlink_to(run_dir.name)

@@ -14,7 +14,7 @@ from pathlib import Path
 from deployer import haproxy_stat, patroni
 from deployer.budgets import Budgets
 from deployer.inventory import role_defaults
-from deployer.paths import reports_for
+from deployer.paths import run_reports
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec, load_spec
 from deployer.state import StackState
@@ -35,8 +35,8 @@ class Stack:
 
     @property
     def reports(self) -> Path:
-        """``reports/<stack name>/`` in the checkout: JUnit XML, drill results, log bundles."""
-        return reports_for(self.state.name)
+        """``reports/<run id>/`` of the current run: JUnit XML, drill results, log bundles."""
+        return run_reports()
 
     @property
     def budgets(self) -> Budgets:

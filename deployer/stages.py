@@ -17,7 +17,7 @@ import time
 from typing import Callable
 
 from deployer.configure import run_playbook
-from deployer.paths import REPO, SUITES, reports_for
+from deployer.paths import REPO, SUITES, run_reports
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec
 from deployer.state import STAGES, StackState
@@ -92,10 +92,10 @@ def _configure(target: Target, secrets: Secrets, progress: Callable[[str], None]
 
 
 def verify(name: str) -> dict:
-    """Stage 4: ``pytest -m smoke`` against the stack; its JUnit XML goes to reports/<name>/."""
-    report = reports_for(name)
+    """Stage 4: ``pytest -m smoke`` against the stack; its JUnit XML goes to reports/<run id>/smoke.xml."""
+    report = run_reports()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "smoke", "-q", "-p", "no:cacheprovider",
-                           str(SUITES), f"--stack={name}", f"--junitxml={report / 'smoke.xml'}"],
+                           str(SUITES), f"--stack={name}", "--keep-stack", f"--junitxml={report / 'smoke.xml'}"],
                           cwd=REPO, capture_output=True, text=True)
     tail = proc.stdout.strip().splitlines()[-1:] or [""]
     if proc.returncode != 0:

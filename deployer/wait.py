@@ -1,7 +1,8 @@
 """Deadlines, never sleeps: one ``wait_until`` on tenacity and one multiplier for slow machines.
 
-``PGHA_TIMEOUT_MULTIPLIER`` (default 1) scales every deadline. A timeout raises WaitTimeout whose
-message names what was expected, what was last seen, and how long was waited.
+``PGHA_TIMEOUT_MULTIPLIER`` (default 1; the suites' ``--timeout-multiplier`` sets it for their
+process, their workers and every deployer they start) scales every deadline. A timeout raises
+WaitTimeout whose message names what was expected, what was last seen, and how long was waited.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from typing import Callable, TypeVar
 import tenacity
 
 T = TypeVar("T")
-TIMEOUT_MULTIPLIER = float(os.environ.get("PGHA_TIMEOUT_MULTIPLIER", "1"))
+MULTIPLIER_ENV = "PGHA_TIMEOUT_MULTIPLIER"
+
+
+def multiplier() -> float:
+    """The one factor every deadline is scaled by (read at each wait, so a suite option applies)."""
+    return float(os.environ.get(MULTIPLIER_ENV, "1"))
 
 
 class WaitTimeout(AssertionError):
@@ -26,7 +32,7 @@ def wait_until(expected: str, probe: Callable[[], T], ok: Callable[[T], bool] = 
 
     An exception from ``probe`` counts as "not yet" and is reported as the last thing seen.
     """
-    deadline = timeout * TIMEOUT_MULTIPLIER
+    deadline = timeout * multiplier()
     start = time.monotonic()
     seen: list[object] = ["nothing yet"]
 

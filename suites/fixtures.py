@@ -1,20 +1,30 @@
-"""Session fixtures of the suites: the ``stack`` (attached or deployed), capabilities a test needs,
-and the evidence of a run (log bundles of failed tests, ``reports/<stack>/index.html``)."""
+"""Session fixtures and hooks of the suites: the ``stack`` (attached, or deployed once for every
+xdist worker under a file lock and torn down by the controller at the end), capabilities a test
+needs, the order and grouping of suites, and the evidence of a run (log bundles of failed tests,
+the HTML page in ``reports/<run id>/``)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from deployer.drills import report
+from deployer.paths import RUN_ENV, in_suites, run_reports
 from deployer.spec import DEFAULT_SPEC, load_spec
 from deployer.stack import Stack
+from deployer.state import STATE_ROOT, StackState
+
+#: The file in a stack's state dir naming the run that deployed it (that run tears it down).
+DEPLOYED_BY = "deployed-by-run"
+#: Order of a run: read-only suites first, then faults, then the teardown.
+PHASES = ("smoke", "acceptance", "chaos", "teardown")
 
 _OUTCOMES: list[tuple[str, str, float]] = []
-_STACKS: list[Stack] = []
 
 
 def drill_params(drills) -> list:
@@ -22,28 +32,29 @@ def drill_params(drills) -> list:
     return [pytest.param(d, id=d.name, marks=[pytest.mark.needs(d.needs)] if d.needs else []) for d in drills]
 
 
-def _one_run_one_report(config) -> bool:
-    """A run of the suites owns the report; the deploy's own smoke check keeps the last run's."""
-    return config.option.markexpr != "smoke"
+def _deployer(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "deployer.cli", *args], check=True)
+
+
+def stack_name(config) -> str:
+    """``--stack``, else the name in ``--spec``."""
+    return config.option.stack or load_spec(Path(config.option.spec) if config.option.spec else DEFAULT_SPEC).name
 
 
 @pytest.fixture(scope="session")
 def stack(request) -> Stack:
-    """The stack under test. With ``--deploy`` it is deployed here and torn down at session end."""
-    opts = request.config.option
-    spec_path = Path(opts.spec) if opts.spec else DEFAULT_SPEC
-    name = opts.stack or load_spec(spec_path).name
-    if opts.deploy:
-        cmd = [sys.executable, "-m", "deployer.cli", "up", "--target", opts.target, "--spec", str(spec_path),
-               "--name", name, "--until", "attach"]
-        request.addfinalizer(lambda: subprocess.run([sys.executable, "-m", "deployer.cli", "down", "--name", name],
-                                                    check=False))
-        subprocess.run(cmd, check=True)
-    stack = Stack.attach(name)
-    if _one_run_one_report(request.config):
-        report.clear_run(stack.reports)
-    _STACKS.append(stack)
-    return stack
+    """The stack under test: attached when it is up, else deployed (all four stages) by the first
+    worker to get here while the others wait on the lock; the controller tears it down at the end
+    (``pytest_sessionfinish``) unless ``--keep-stack``."""
+    opts, name = request.config.option, stack_name(request.config)
+    STATE_ROOT.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with FileLock(STATE_ROOT / f"{name}.lock"):
+        state = StackState.load(name)
+        if state is None or not state.done("attach"):
+            _deployer("up", "--target", opts.target, "--spec", str(Path(opts.spec or DEFAULT_SPEC).resolve()),
+                      "--name", name)
+            (StackState.path_for(name).parent / DEPLOYED_BY).write_text(os.environ[RUN_ENV])
+    return Stack.attach(name)
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +68,24 @@ def _needs(request):
             pytest.skip(f"target {target.name} lacks capability {', '.join(missing)}")
 
 
+def _phase(item) -> int:
+    return max((i for i, phase in enumerate(PHASES) if item.get_closest_marker(phase)), default=1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Read-only suites first, chaos after them in one xdist group (one worker, serialised), the
+    teardown last; under xdist a teardown runs only when selected alone (``-m teardown``)."""
+    items.sort(key=_phase)
+    for item in items:
+        if item.get_closest_marker("chaos"):
+            item.add_marker(pytest.mark.xdist_group("chaos"))
+    if getattr(config.option, "numprocesses", None) and config.option.markexpr != "teardown":
+        kept = [i for i in items if not i.get_closest_marker("teardown")]
+        if len(kept) != len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("teardown")])
+            items[:] = kept
+
+
 def pytest_runtest_logreport(report):
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome = "error" if report.when == "setup" and report.failed else report.outcome
@@ -64,9 +93,18 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session):
-    """Write reports/<stack>/index.html for the stack the session used."""
-    if _STACKS and _OUTCOMES and _one_run_one_report(session.config):
-        report.write_index(_STACKS[0].reports, _OUTCOMES)
+    """In the controller of a suites run: the run's HTML page, then the teardown of a stack this
+    run deployed (also after a failure or Ctrl-C)."""
+    config = session.config
+    if hasattr(config, "workerinput") or not in_suites(config.args, config.invocation_params.dir):
+        return
+    if _OUTCOMES:
+        report.write_index(run_reports(), _OUTCOMES)
+    if config.option.keep_stack:
+        return
+    marker = StackState.path_for(stack_name(config)).parent / DEPLOYED_BY
+    if marker.exists() and marker.read_text() == os.environ.get(RUN_ENV):
+        _deployer("down", "--name", stack_name(config))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -75,5 +113,5 @@ def pytest_runtest_makereport(item, call):
     result = yield
     if result.when == "call" and result.failed and "stack" in item.fixturenames:
         stack: Stack = item.funcargs["stack"]
-        report.collect_logs(stack, stack.reports / "logs" / item.name)
+        report.collect_logs(stack, run_reports() / "logs" / item.name)
     return result

@@ -12,7 +12,7 @@ from deployer.drills import trial
 from deployer.drills.catalogue import CATALOGUE
 from suites.fixtures import drill_params
 
-pytestmark = pytest.mark.destructive
+pytestmark = pytest.mark.chaos
 
 
 @pytest.mark.parametrize("drill", drill_params(CATALOGUE))

@@ -14,7 +14,7 @@ from deployer.drills.catalogue import CATALOGUE
 from deployer.wait import wait_until
 from suites.fixtures import drill_params
 
-pytestmark = pytest.mark.destructive
+pytestmark = pytest.mark.chaos
 
 
 def _write_through_frontend(stack) -> str:

@@ -3,7 +3,11 @@ node's HAProxy reports its own servers."""
 
 from __future__ import annotations
 
+import pytest
+
 from deployer.wait import wait_until
+
+pytestmark = pytest.mark.acceptance
 
 
 def test_every_node_routes_primary_to_the_leader_and_replicas_to_the_replicas(stack):

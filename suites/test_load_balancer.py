@@ -12,7 +12,7 @@ def _health(stack) -> dict[str, bool]:
     return {m.node: m.healthy for m in stack.target.backend_pool()}
 
 
-@pytest.mark.destructive
+@pytest.mark.chaos
 def test_a_member_whose_haproxy_stops_is_marked_down_then_up_again(stack):
     node = stack.spec.nodes[-1].name
     others = {n.name: True for n in stack.spec.nodes if n.name != node}

@@ -5,7 +5,11 @@ from __future__ import annotations
 import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from deployer.spec import SOURCE_TAGS, StackSpec
+
+pytestmark = pytest.mark.acceptance
 
 
 def allowed(spec: StackSpec, source_tag: str, address: str, port: int) -> bool:

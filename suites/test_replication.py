@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from deployer import patroni
 from deployer.wait import wait_until
+
+pytestmark = pytest.mark.acceptance
 
 
 def test_leader_streams_to_every_replica(stack):

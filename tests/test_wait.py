@@ -17,3 +17,9 @@ def test_timeout_names_expected_last_seen_and_waited():
         wait_until("the moon", lambda: 1 / 0, timeout=0.2, interval=0.05)
     text = str(err.value)
     assert text.startswith("expected the moon; last seen: ZeroDivisionError") and "waited 0." in text
+
+
+def test_the_multiplier_scales_every_deadline(monkeypatch):
+    monkeypatch.setenv("PGHA_TIMEOUT_MULTIPLIER", "3")
+    with pytest.raises(WaitTimeout, match=r"deadline 0.3 s"):
+        wait_until("never", lambda: False, timeout=0.1, interval=0.05)

@@ -1,13 +1,12 @@
 """Drill evidence a person reads, in one place: JSON records (``append_record``), a timeline plot
 per drill (writes per second by outcome, fault, heal and write gap marked), the run's HTML page
-(``reports/<stack>/index.html``) and a log bundle from every node of a failed test."""
+(``reports/<run id>/index.html``) and a log bundle from every node of a failed test."""
 
 from __future__ import annotations
 
 import html
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -28,8 +27,6 @@ NODE_LOGS = {
     "haproxy": ["journalctl", "--no-pager", "-u", "haproxy", "-n", "200"],
     "postgresql": ["sh", "-c", "tail -n 300 /var/log/postgresql/*.log"],
 }
-#: Files of ``reports/<stack>/`` that belong to one run (cleared when the next one starts).
-RUN_FILES = ("logs", "drills", "drills.json", "failover.json", "index.html")
 
 
 def append_record(path: Path, record: dict, key: str | None = None) -> None:
@@ -39,13 +36,6 @@ def append_record(path: Path, record: dict, key: str | None = None) -> None:
     if key is not None:
         records = [r for r in records if r.get(key) != record[key]]
     path.write_text(json.dumps(records + [record], indent=2) + "\n")
-
-
-def clear_run(reports: Path) -> None:
-    """Remove the previous run's files from ``reports`` (one run, one report)."""
-    for name in RUN_FILES:
-        path = reports / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def collect_logs(stack: Stack, bundle: Path) -> None:
@@ -110,7 +100,7 @@ def write_index(reports: Path, outcomes: list[tuple[str, str, float]]) -> Path:
     page = f"""<!doctype html><meta charset="utf-8"><title>pgha {esc(reports.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}} td{{padding:2px 8px}}
 .passed{{color:#2a7d4f}} .failed,.error{{color:#b3261e}} .skipped{{color:#888}}</style>
-<h1>Stack {esc(reports.name)}</h1><p>{time.strftime('%Y-%m-%d %H:%M:%S %Z')}:
+<h1>Run {esc(reports.name)}</h1><p>{time.strftime('%Y-%m-%d %H:%M:%S %Z')}:
 {sum(o == 'passed' for _, o, _ in outcomes)} passed, {sum(o in ('failed', 'error') for _, o, _ in outcomes)} failed,
 {sum(o == 'skipped' for _, o, _ in outcomes)} skipped.</p>
 <h2>Tests</h2><table>{rows}</table><h2>Drills</h2>{''.join(cards) or '<p>none run</p>'}
