@@ -147,3 +147,17 @@ def test_leftovers_lists_the_group_and_what_is_still_in_it(deployed, arm):
         "Microsoft.Compute/disks pgha-pg1_OsDisk_1",
         "Microsoft.Network/publicIPAddresses pgha-lb-pip",
     ]
+
+
+@pytest.mark.parametrize("fault", ["isolate", "heal"])
+def test_isolate_and_heal_refuse_an_nsg_read_without_the_spec_rules(deployed, arm, fault):
+    """What an msrest-era read gave (no rules), here one rule short: the PUT would delete it."""
+    nsg = load("nsg.json") if fault == "isolate" else isolated_nsg("pg1", "10.0.1.4")
+    rules = nsg["properties"]["securityRules"]
+    nsg["properties"]["securityRules"] = [r for r in rules if r["name"] != "allow-mgmt-ssh"]
+    ours(arm)
+    arm.add("GET", NSG, nsg)
+    with pytest.raises(TargetError, match=rf"^refusing to {fault} pg1: NSG pgha-nsg as read lacks the spec's rules "
+                                          rf"allow-mgmt-ssh \({len(rules) - 1} rule\(s\) read\)"):
+        getattr(deployed, fault)("pg1")
+    assert not arm.sent("PUT")

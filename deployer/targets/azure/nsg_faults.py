@@ -3,7 +3,9 @@
 Isolating a node adds two deny rules (inbound to, outbound from its private address) at the lowest
 free priorities of ``spec.RESERVED_PRIORITIES`` per direction, before every spec rule, and writes the
 NSG with ``flushConnection`` on, so established flows are cut too. Healing removes exactly those
-two. Both rewrite the whole rule list of the NSG (a PUT), keeping every other rule as read.
+two. Both rewrite the whole rule list of the NSG (a PUT), keeping every other rule as read, and
+both refuse to write when the rules read lack one of the spec's (``expected``): such a PUT would
+delete it, SSH and the cluster's own traffic included.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ def isolation_names(node: str) -> tuple[str, str]:
     return f"pgha-isolate-{node}-in", f"pgha-isolate-{node}-out"
 
 
-def read(az: Clients, rg: str, name: str) -> tuple[dict, list[dict]]:
-    """The NSG and its own rules in the shape a PUT takes (read-only ``provisioningState`` dropped)."""
+def read(az: Clients, rg: str, name: str, expected: list[str], what: str) -> tuple[dict, list[dict]]:
+    """The NSG and its own rules in the shape a PUT takes (read-only ``provisioningState`` dropped);
+    TargetError, before anything is written, when a rule named in ``expected`` is not among them."""
     with azure_errors("read", f"NSG {name}"):
         nsg = rest(az.network.network_security_groups.get(rg, name))
     rules = [{"name": r["name"], "properties": {k: v for k, v in r["properties"].items() if k != "provisioningState"}}
              for r in nsg.get("properties", {}).get("securityRules") or []]
+    if missing := [n for n in expected if n not in {r["name"] for r in rules}]:
+        raise TargetError(f"refusing to {what}: NSG {name} as read lacks the spec's rules {', '.join(missing)} "
+                          f"({len(rules)} rule(s) read), and writing it back would delete them; redeploy the "
+                          "stack (`deployer up --from provision`) to restore them")
     return nsg, rules
 
 
@@ -34,9 +41,9 @@ def write(az: Clients, rg: str, nsg: dict, rules: list[dict], what: str) -> None
         az.network.network_security_groups.begin_create_or_update(rg, nsg["name"], body).result()
 
 
-def isolate(az: Clients, rg: str, nsg_name: str, node: str, address: str) -> bool:
+def isolate(az: Clients, rg: str, nsg_name: str, node: str, address: str, expected: list[str]) -> bool:
     """Add the node's two deny rules; False (nothing written) when both are there already."""
-    nsg, rules = read(az, rg, nsg_name)
+    nsg, rules = read(az, rg, nsg_name, expected, f"isolate {node}")
     names = isolation_names(node)
     if {r["name"] for r in rules} >= set(names):
         return False
@@ -51,14 +58,15 @@ def isolate(az: Clients, rg: str, nsg_name: str, node: str, address: str) -> boo
         new.append({"name": name, "properties": {
             "description": f"pgha fault: isolate {node}", "protocol": "*", "access": "Deny",
             "direction": direction, "priority": free[0], "sourcePortRange": "*", "destinationPortRange": "*",
-            "sourceAddressPrefix": "*" if inbound else address, "destinationAddressPrefix": address if inbound else "*"}})
+            "sourceAddressPrefix": "*" if inbound else address,
+            "destinationAddressPrefix": address if inbound else "*"}})
     write(az, rg, nsg, [r for r in rules if r["name"] not in names] + new, f"isolate {node} in")
     return True
 
 
-def heal(az: Clients, rg: str, nsg_name: str, node: str) -> bool:
+def heal(az: Clients, rg: str, nsg_name: str, node: str, expected: list[str]) -> bool:
     """Remove exactly the node's deny rules; False (nothing written) when there are none."""
-    nsg, rules = read(az, rg, nsg_name)
+    nsg, rules = read(az, rg, nsg_name, expected, f"heal {node}")
     kept = [r for r in rules if r["name"] not in isolation_names(node)]
     if len(kept) == len(rules):
         return False

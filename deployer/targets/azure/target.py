@@ -320,23 +320,28 @@ class AzureTarget(Target):
         self._mark("stopped", node, False)
         log.info("%s: VM %s started, SSH answers", node, vm)
 
+    def _rule_names(self) -> list[str]:
+        return [r.name for r in self.spec.security_rules]
+
     def isolate(self, node: str) -> None:
         """Deny all traffic to and from the node's private address with two NSG rules at the lowest
         free reserved priorities (per direction), and ``flushConnection`` on, so established flows
         are cut too (``nsg_faults``). Idempotent. Caveat: a spec rule with a lower priority would
-        pass first; spec priorities start above the reserved range. A redeploy removes these rules."""
+        pass first; spec priorities start above the reserved range. A redeploy removes these rules.
+        Refused, writing nothing, when the NSG as read lacks one of the spec's rules."""
         address = self._node(node)["privateIp"]
         self._guard(f"isolate {node}")
-        if nsg_faults.isolate(self._az, self.resource_group, self.outputs["nsgName"], node, address):
+        nsg = self.outputs["nsgName"]
+        if nsg_faults.isolate(self._az, self.resource_group, nsg, node, address, self._rule_names()):
             log.info("%s: isolated (%s denied both ways, flows flushed)", node, address)
         self._mark("isolated", node, True)
 
     def heal(self, node: str) -> None:
         """Remove exactly the node's isolation rules (flows are re-evaluated again); a no-op, with no
-        write, when there are none."""
+        write, when there are none. Refused, writing nothing, when the NSG lacks a spec rule."""
         self._node(node)
         self._guard(f"heal {node}")
-        if nsg_faults.heal(self._az, self.resource_group, self.outputs["nsgName"], node):
+        if nsg_faults.heal(self._az, self.resource_group, self.outputs["nsgName"], node, self._rule_names()):
             log.info("%s: isolation rules removed", node)
         self._mark("isolated", node, False)
 
