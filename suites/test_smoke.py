@@ -23,7 +23,7 @@ def test_one_leader_and_streaming_replicas(stack):
 
 def test_every_node_healthy_in_the_load_balancer(stack):
     stack.target.wait_pool_healthy()
-    contract.check_backend_pool(stack.target, expect_members=True)
+    contract.check_backend_pool(stack.target, expect_members=True, healthy=True)
 
 
 def test_readbacks_satisfy_the_target_contract(stack):

@@ -36,8 +36,8 @@ def test_sources_resolve_to_what_nftables_holds():
 
 
 def _rule(comment, *exprs):
-    return {"rule": {"family": "inet", "table": nsg.TABLE, "chain": "forward", "handle": 1, "comment": comment,
-                     "expr": list(exprs)}}
+    rule = {"family": "inet", "table": nsg.TABLE, "chain": "forward", "handle": 1, "expr": list(exprs)}
+    return {"rule": {**rule, "comment": comment} if comment else rule}
 
 
 def _match(left, right, op="=="):
@@ -53,7 +53,7 @@ def test_parse_reads_sources_ports_and_verdict_from_expressions():
               _match(dport, {"set": [5000, {"range": [6000, 6002]}]}), {"counter": {}}, {"accept": None}),
         _rule("nsg:ssh:130:inbound", _match(saddr, {"set": ["198.51.100.1"]}), _match(dport, 22), {"accept": None}),
         _rule("nsg:deny:4000:inbound", {"counter": {}}, {"drop": None}),
-        _rule("default: outbound allowed", {"accept": None}),
+        _rule("default: outbound allowed", _match({"meta": {"key": "iifname"}}, "br0"), {"accept": None}),
     ]}
     rules = nsg.parse(json.dumps(ruleset))
     assert [(r.name, r.access, r.sources, r.ports, r.protocol) for r in rules] == [
@@ -61,3 +61,61 @@ def test_parse_reads_sources_ports_and_verdict_from_expressions():
         ("ssh", "allow", ("198.51.100.1/32",), (22,), "tcp"),
         ("deny", "deny", ("0.0.0.0/0",), (), "any"),
     ]
+
+
+def _ruleset(*rules):
+    return json.dumps({"nftables": [{"metainfo": {"version": "1.0.6"}}, *rules]})
+
+
+def test_the_read_back_of_the_live_layout_holds_exactly_the_spec_rules():
+    """The structural rules render writes (conntrack, transit, outbound, ARP, bridge copies and
+    replies, the fault tables) are not NSG rules; what remains is the spec's, one each."""
+    rules = nsg.parse(_ruleset(*LIVE), {r.name for r in SPEC.security_rules})
+    assert sorted(r.name for r in rules) == sorted(r.name for r in SPEC.security_rules)
+
+
+def test_a_rule_added_by_hand_without_our_comment_is_reported_as_unmanaged():
+    """Negative control: an accept for 5432 from anywhere, no comment, inserted in our chain."""
+    dport = {"payload": {"protocol": "tcp", "field": "dport"}}
+    extra = _rule("", _match(dport, 5432), {"accept": None})
+    extra["rule"]["handle"] = 77
+    rules = nsg.parse(_ruleset(*LIVE, extra), {r.name for r in SPEC.security_rules})
+    (unmanaged,) = [r for r in rules if r.name.startswith("unmanaged:")]
+    assert unmanaged.name == "unmanaged:inet/pgha_nsg/forward#77"
+    assert (unmanaged.access, unmanaged.sources, unmanaged.ports) == ("allow", ("0.0.0.0/0",), (5432,))
+
+
+def test_rules_in_other_tables_and_unknown_bridge_copies_are_unmanaged():
+    foreign = {"rule": {"family": "inet", "table": "filter", "chain": "forward", "handle": 3, "expr": [{"accept": None}]}}
+    bridge = {"rule": {"family": "bridge", "table": nsg.TABLE, "chain": "forward", "handle": 9,
+                       "comment": "nsg:not-in-spec:200:inbound", "expr": [{"accept": None}]}}
+    names = [r.name for r in nsg.parse(_ruleset(*LIVE, foreign, bridge), {r.name for r in SPEC.security_rules})]
+    assert "unmanaged:inet/filter/forward#3" in names and "unmanaged:bridge/pgha_nsg/forward#9" in names
+
+
+def _live_rules() -> list[dict]:
+    """The ruleset as ``nft -j`` reported it for the shipped spec on a live local stack."""
+    ct = {"ct": {"key": "state"}}
+    iif, oif = {"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}
+    saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
+    inet = [_rule(None, _match(ct, ["established", "related"], "in"), {"accept": None}),
+            _rule(None, _match(ct, "invalid", "in"), {"drop": None}),
+            _rule("transit: internet, lb, management", _match(iif, "br0", "!="), _match(oif, "br0", "!="),
+                  {"counter": {"packets": 1, "bytes": 60}}, {"accept": None})]
+    for r in SPEC.security_rules:
+        inet.append(_rule(f"nsg:{r.name}:{r.priority}:{r.direction}", _match(oif, "br0"), {"counter": {}},
+                          {"accept": None} if r.access == "allow" else {"drop": None}))
+    inet.append(_rule("default: outbound allowed, as on Azure", _match(iif, "br0"), {"accept": None}))
+    bridge = [{"family": "bridge", "table": nsg.TABLE, "chain": "forward", "handle": 40 + i, **body}
+              for i, body in enumerate([
+                  {"expr": [_match({"payload": {"protocol": "ether", "field": "type"}}, "arp"), {"accept": None}]},
+                  {"comment": "nsg:allow-cluster:130:inbound", "expr": [_match(saddr, "10.0.0.0/16"), {"accept": None}]},
+                  {"comment": "reply:allow-cluster", "expr": [{"accept": None}]},
+                  {"comment": "nsg:deny-all-inbound:4000:inbound", "expr": [{"drop": None}]}])]
+    fault = [{"family": fam, "table": nsg.FAULT_TABLE, "chain": "forward", "handle": 60 + i,
+              "expr": [_match({"payload": {"protocol": "ip", "field": f}}, "@isolated"), {"drop": None}]}
+             for i, (fam, f) in enumerate((fam, f) for fam in ("inet", "bridge") for f in ("saddr", "daddr"))]
+    return inet + [{"rule": r} for r in bridge + fault]
+
+
+LIVE = _live_rules()

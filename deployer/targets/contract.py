@@ -12,10 +12,15 @@ from deployer.targets.base import PoolMember, RuleInForce, Target
 
 
 def check_security_rules(target: Target) -> list[RuleInForce]:
-    """Every spec rule is in force as written, and nothing opens a protected port to the internet."""
+    """The NSG holds exactly the spec's rules (a missing, changed, duplicated or extra rule fails,
+    whatever marks it), and no rule in force anywhere opens a protected port to the internet."""
     spec = target.spec
     rules = target.security_rules()
     assert rules and all(isinstance(r, RuleInForce) for r in rules), f"expected RuleInForce items, got {rules!r}"
+    names = [r.name for r in rules if r.scope == "nsg"]
+    extra = sorted(set(names) - {r.name for r in spec.security_rules}) + sorted({n for n in names if names.count(n) > 1})
+    assert not extra, (f"the NSG holds rules the spec does not have (or twice): "
+                       + "; ".join(f"{n}: {next(r for r in rules if r.name == n)}" for n in extra))
     in_force = {r.name: r for r in rules if r.scope == "nsg"}
     for rule in spec.security_rules:
         got = in_force.get(rule.name)
@@ -32,13 +37,16 @@ def check_security_rules(target: Target) -> list[RuleInForce]:
     return rules
 
 
-def check_backend_pool(target: Target, expect_members: bool) -> list[PoolMember]:
-    """The pool holds every spec node (or none before attach), each reported with its health."""
+def check_backend_pool(target: Target, expect_members: bool, healthy: bool = False) -> list[PoolMember]:
+    """The pool holds exactly the spec's nodes in spec order (or none before attach); with
+    ``healthy``, the load balancer's probe reports every one of them up."""
     pool = target.backend_pool()
     assert all(isinstance(m, PoolMember) for m in pool), f"expected PoolMember items, got {pool!r}"
     expected = [(n.name, str(n.address)) for n in target.spec.nodes] if expect_members else []
     seen = [(m.node, m.address) for m in pool]
     assert seen == expected, f"backend pool: expected {expected}, the load balancer reports {seen}"
+    down = [m.node for m in pool if not m.healthy]
+    assert not (healthy and down), f"backend pool members {down} are unhealthy in the load balancer's probe"
     return pool
 
 

@@ -123,33 +123,75 @@ def _match_value(right) -> list[str]:
     return [str(right)]
 
 
-def parse(ruleset_json: str) -> list[RuleInForce]:
-    """RuleInForce for every NSG rule in the ``inet`` table of ``nft -j list ruleset``."""
+def _match(left: dict, right, op: str = "==") -> dict:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+_IIF, _OIF = {"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}
+_CT = {"ct": {"key": "state"}}
+#: The rules ``render`` writes beside the spec's, as ``nft -j`` reports them (counters removed):
+#: conntrack, transit between routed links, outbound, ARP, and the fault tables' set drops.
+#: Every other rule in the namespace that is not a spec rule is reported as ``unmanaged``.
+STRUCTURAL = [json.dumps(e, sort_keys=True) for e in (
+    [_match(_CT, ["established", "related"], "in"), {"accept": None}],
+    [_match(_CT, "invalid", "in"), {"drop": None}],
+    [_match(_IIF, BRIDGE, "!="), _match(_OIF, BRIDGE, "!="), {"accept": None}],
+    [_match(_IIF, BRIDGE), {"accept": None}],
+    [_match({"payload": {"protocol": "ether", "field": "type"}}, "arp"), {"accept": None}],
+    *([_match({"payload": {"protocol": "ip", "field": f}}, "@isolated"), {"drop": None}] for f in ("saddr", "daddr")),
+)]
+
+
+def _semantics(expr: list[dict], direction: str) -> tuple[tuple[str, ...], tuple[int, ...], str, str]:
+    """(sources, ports, protocol, access) of a rule, read from its expressions."""
+    sources, ports, protocol, access = ["0.0.0.0/0"], [], "any", "deny"
+    src_field = "saddr" if direction == "inbound" else "daddr"
+    for e in expr:
+        if "accept" in e:
+            access = "allow"
+        match = e.get("match")
+        if not match:
+            continue
+        left = match["left"]
+        payload = left.get("payload", {})
+        if payload.get("protocol") == "ip" and payload.get("field") == src_field:
+            values = [v if "/" in v else f"{v}/32" for v in _match_value(match["right"])]
+            sources = [NOT + v for v in values] if match["op"] == "!=" else values
+        elif payload.get("field") == "dport":
+            protocol, ports = payload["protocol"], [int(p) for p in _match_value(match["right"])]
+        elif left.get("meta", {}).get("key") == "l4proto":
+            protocol = str(match["right"])
+    return tuple(sorted(sources)), tuple(sorted(ports)), protocol, access
+
+
+def parse(ruleset_json: str, spec_rules: set[str] = frozenset()) -> list[RuleInForce]:
+    """Every rule of ``nft -j list ruleset`` (the ``vnet`` namespace's whole ruleset, every table
+    and chain) as RuleInForce, except the structural ones (``STRUCTURAL``) and the bridge copies and
+    replies of spec rules named in ``spec_rules``: the NSG rules of the ``inet`` table by their
+    comment ``nsg:<name>:<priority>:<direction>``, anything else as ``unmanaged:<family>/<table>/
+    <chain>#<handle>`` (what it admits read from its expressions), so an extra rule, whatever marks
+    it, shows in the read-back."""
     rules = []
     for item in json.loads(ruleset_json).get("nftables", []):
         rule = item.get("rule")
-        if not rule or rule["family"] != "inet" or rule["table"] != TABLE or not rule.get("comment", "").startswith("nsg:"):
+        if not rule:
             continue
-        _, name, priority, direction = rule["comment"].split(":")
-        sources, ports, protocol, access = ["0.0.0.0/0"], [], "any", None
-        for expr in rule["expr"]:
-            if "accept" in expr:
-                access = "allow"
-            elif "drop" in expr:
-                access = "deny"
-            match = expr.get("match")
-            if not match:
-                continue
-            left = match["left"]
-            payload = left.get("payload", {})
-            src_field = "saddr" if direction == "inbound" else "daddr"
-            if payload.get("protocol") == "ip" and payload.get("field") == src_field:
-                values = [v if "/" in v else f"{v}/32" for v in _match_value(match["right"])]
-                sources = [NOT + v for v in values] if match["op"] == "!=" else values
-            elif payload.get("field") == "dport":
-                protocol, ports = payload["protocol"], [int(p) for p in _match_value(match["right"])]
-            elif left.get("meta", {}).get("key") == "l4proto":
-                protocol = str(match["right"])
-        rules.append(RuleInForce(name=name, priority=int(priority), direction=direction, access=access,
-                                 protocol=protocol, sources=tuple(sorted(sources)), ports=tuple(sorted(ports))))
-    return sorted(rules, key=lambda r: (r.direction, r.priority))
+        expr = [e for e in rule["expr"] if "counter" not in e]
+        comment = rule.get("comment", "")
+        ours = rule["table"] in (TABLE, FAULT_TABLE)
+        if ours and json.dumps(expr, sort_keys=True) in STRUCTURAL:
+            continue
+        if rule["table"] == TABLE and rule["family"] == "inet" and comment.startswith("nsg:") and comment.count(":") == 3:
+            _, name, priority, direction = comment.split(":")
+            sources, ports, protocol, access = _semantics(expr, direction)
+            rules.append(RuleInForce(name=name, priority=int(priority), direction=direction, access=access,
+                                     protocol=protocol, sources=sources, ports=ports))
+            continue
+        copy = comment.startswith("nsg:") and comment.split(":")[1:2] or comment.startswith("reply:") and [comment[6:]]
+        if rule["table"] == TABLE and rule["family"] == "bridge" and copy and copy[0] in spec_rules:
+            continue  # VM-to-VM copy of a spec rule (the probes between nodes check what it admits)
+        sources, ports, protocol, access = _semantics(expr, "inbound")
+        rules.append(RuleInForce(name=f"unmanaged:{rule['family']}/{rule['table']}/{rule['chain']}#{rule.get('handle')}",
+                                 priority=0, direction="inbound", access=access, protocol=protocol,
+                                 sources=sources, ports=ports))
+    return sorted(rules, key=lambda r: (r.direction, r.priority, r.name))

@@ -130,7 +130,9 @@ class LocalTarget(Target):
     # ----- read-backs -----
 
     def security_rules(self) -> list[RuleInForce]:
-        return nsg.parse(run(["nft", "-j", "list", "ruleset"], netns=self.layout.vnet).stdout)
+        """Every rule of the ``vnet`` namespace's ruleset (see ``nsg.parse``)."""
+        ruleset = run(["nft", "-j", "list", "ruleset"], netns=self.layout.vnet).stdout
+        return nsg.parse(ruleset, {r.name for r in self.spec.security_rules})
 
     def resolve_source(self, source: str) -> tuple[str, ...]:
         return nsg.resolve_source(self.layout, source)
