@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from azure_fakes import ADMIN_CIDR, DEPLOYMENT, SUB, FakeCredential, NoCredential, load
@@ -32,7 +34,10 @@ def test_what_if_without_credentials_fails_with_one_message_and_creates_nothing(
     assert arm.sent() == [] and not (machine / "state").exists()
 
 
-def test_what_if_with_a_fake_subscription_prints_the_planned_changes(machine, monkeypatch, arm, capsys):
+@pytest.fixture
+def signed_in(machine, monkeypatch) -> Path:
+    """A spec file allowing the fake subscription, that subscription and a credential in the
+    environment, and a Bicep CLI that compiles to the recorded template; the spec file."""
     raw = yaml.safe_load(DEFAULT_SPEC.read_text())
     raw["azure"].update(admin_cidr=ADMIN_CIDR, subscription_allow_list=[SUB])
     spec_file = machine / "stack.yaml"
@@ -41,9 +46,25 @@ def test_what_if_with_a_fake_subscription_prints_the_planned_changes(machine, mo
     monkeypatch.setattr(AzureEnv, "credential", lambda self: FakeCredential())
     monkeypatch.setattr(bicep, "find_cli", lambda which=None: ["bicep"])
     monkeypatch.setattr(bicep, "cli_compiler", lambda which=None: lambda path: load("main.json"))
+    return spec_file
+
+
+def test_what_if_with_a_fake_subscription_prints_the_planned_changes(signed_in, arm, capsys):
     arm.error("GET", "/resourcegroups/rg-pgha", 404, "ResourceGroupNotFound", "Resource group 'rg-pgha' could not be found.")
     arm.add("POST", "/providers/Microsoft.Resources/deployments/pgha-plan/whatIf", load("what_if_create.json"))
-    assert cli.main(["up", "--target", "azure", "--spec", str(spec_file), "--what-if"]) == 0
+    assert cli.main(["up", "--target", "azure", "--spec", str(signed_in), "--what-if"]) == 0
     err = capsys.readouterr().err
     assert "+ Create Microsoft.Network/loadBalancers/pgha-lb" in err
     assert not arm.sent("PUT") and not arm.sent("DELETE") and DEPLOYMENT not in str(arm.sent())
+
+
+def test_a_failed_what_if_exits_non_zero_with_the_cause(signed_in, arm, capsys):
+    """ARM answers a what-if it ran and failed with HTTP 200 and ``status: Failed``: that is an error
+    (it used to print nothing and exit 0, so the pipeline's Provision went on)."""
+    arm.error("GET", "/resourcegroups/rg-pgha", 404, "ResourceGroupNotFound", "Resource group 'rg-pgha' could not be found.")
+    arm.lro("POST", "/providers/Microsoft.Resources/deployments/pgha-plan/whatIf", load("what_if_failed.json"))
+    assert cli.main(["up", "--target", "azure", "--spec", str(signed_in), "--what-if"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "preview (what-if) deployment pgha-main in rg-pgha failed in Azure (status Failed): InvalidTemplateDeployment" in err
+    assert "SkuNotAvailable: The requested VM size" in err
+    assert not arm.sent("PUT")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from azure_fakes import CMP, DEPLOYMENT, NET, NoCredential, answer_redeploy, load
 
+from deployer.targets.azure import errors
 from deployer.targets.base import MissingPrerequisite, TargetError
 
 
@@ -79,3 +80,35 @@ def test_a_node_unknown_to_the_deployment_is_named(deployed):
 def test_read_backs_before_provision_say_so(target):
     with pytest.raises(TargetError, match="no deployment outputs: run provision first"):
         target.backend_pool()
+
+
+def test_a_failed_nested_deployment_names_every_innermost_cause(target, arm):
+    """Each resource sits in a module (a nested deployment), so ARM puts the real cause three levels
+    down; only the first level used to be printed ("ResourceDeploymentFailure ... 'Failed'")."""
+    answer_redeploy(arm)
+    arm.async_op("PUT", DEPLOYMENT, load("deployment_failed_nested.json"), accepted=load("deployment_accepted.json"))
+    with pytest.raises(TargetError) as err:
+        target.provision()
+    cause = ("InvalidParameter: The property 'securityProfile.encryptionAtHost' is not valid because the "
+             "'Microsoft.Compute/EncryptionAtHost' feature is not enabled for this subscription.")
+    assert str(err.value) == (
+        "deploy deployment pgha-main in rg-pgha failed in Azure: DeploymentFailed: At least one resource deployment "
+        "operation failed. Please list deployment operations for details. Please see "
+        f"https://aka.ms/arm-deployment-operations for usage details.; pgha-pg1 (securityProfile.encryptionAtHost): "
+        f"{cause}; pgha-pg2 (securityProfile.encryptionAtHost): {cause}")
+
+
+def test_a_failed_what_if_stops_the_provision_before_the_deployment(target, arm):
+    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_failed.json"))
+    with pytest.raises(TargetError, match=r"^preview \(what-if\) deployment pgha-main in rg-pgha failed in Azure "
+                                          r"\(status Failed\): InvalidTemplateDeployment: .*; SkuNotAvailable: "):
+        target.provision()
+    assert not arm.sent("PUT", "/deployments/")
+
+
+def test_describe_caps_the_causes():
+    leaves = [{"code": f"C{i}", "message": "m"} for i in range(7)]
+    assert errors.describe({"code": "Top", "message": "t", "details": leaves}) == \
+        "Top: t; C0: m; C1: m; C2: m; C3: m; C4: m; and 2 more"

@@ -18,7 +18,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from deployer.targets.azure import convert
 from deployer.targets.azure.clients import Clients, rest
-from deployer.targets.azure.errors import azure_errors
+from deployer.targets.azure.errors import azure_errors, describe
 from deployer.targets.base import TargetError
 
 log = logging.getLogger("deployer.azure")
@@ -79,7 +79,8 @@ def what_if(az: Clients, rg: str, name: str, template: dict, parameters: dict, *
             new_group: tuple[str, str, dict] | None = None) -> list[str]:
     """What deploying ``template`` would change, one az-style line per resource, also logged.
     ``new_group`` = (plan deployment name, location, tags) previews at subscription scope through
-    ``wrapper``, for a group that does not exist yet. Sends no PUT."""
+    ``wrapper``, for a group that does not exist yet. Sends no PUT. A what-if that ARM ran and
+    failed (HTTP 200, ``status: Failed`` and an ``error``) raises TargetError with its causes."""
     props = {"mode": "Incremental", "template": template, "parameters": parameters}
     where = f"deployment {name} in {rg}"
     with azure_errors("preview (what-if)", where):
@@ -90,7 +91,11 @@ def what_if(az: Clients, rg: str, name: str, template: dict, parameters: dict, *
             body = {"location": location, "properties": {
                 "mode": "Incremental", "template": wrapper(rg, name, location, template, parameters, group_tags)}}
             result = az.deployments.begin_what_if_at_subscription_scope(plan, body).result()
-    lines = convert.what_if_lines(rest(result))
+    body = rest(result)
+    if body.get("error") or body.get("status", "Succeeded") != "Succeeded":
+        raise TargetError(f"preview (what-if) {where} failed in Azure (status {body.get('status')}): "
+                          f"{describe(body.get('error') or {})}")
+    lines = convert.what_if_lines(body)
     log.info("what-if for %s: %d change(s)%s", where, len(lines), "".join(f"\n  {line}" for line in lines))
     return lines
 

@@ -14,15 +14,44 @@ NO_CREDENTIAL = ("no usable Azure credential: sign in with `az login` (or set AZ
                  "workload-identity service connection")
 
 
+#: At most this many innermost causes are printed; the rest are counted.
+MAX_CAUSES = 5
+
+
+def _odata_json(err) -> dict:
+    """azure-core's parsed error (``ODataV4Format``) as the REST error JSON it came from."""
+    return {"code": err.code, "message": err.message, "target": err.target,
+            "details": [_odata_json(d) for d in err.details or []]}
+
+
+def _causes(error: dict, resource: str = "") -> list[str]:
+    """One line per innermost detail, prefixed with the resource it belongs to (the nearest target
+    that is a resource id, nested deployments skipped) and its own target when that is a field."""
+    target = error.get("target") or ""
+    if "/" in target and "/Microsoft.Resources/deployments/" not in target:
+        resource = target.rpartition("/")[2]
+    details = error.get("details") or []
+    if details:
+        return [line for d in details for line in _causes(d, resource)]
+    where = " ".join(filter(None, [resource, f"({target})" if target and "/" not in target else ""]))
+    return [f"{where + ': ' if where else ''}{error.get('code')}: {error.get('message')}"]
+
+
+def describe(error: dict) -> str:
+    """``code: message`` of an ARM error (REST JSON), then each innermost cause. ARM nests the real
+    cause one or two levels per module (``DeploymentFailed`` > ``ResourceDeploymentFailure`` > ...),
+    so the levels between say nothing; the leaves are printed, deduplicated."""
+    causes = list(dict.fromkeys(_causes(error))) if error.get("details") else []
+    more = [f"and {len(causes) - MAX_CAUSES} more"] if len(causes) > MAX_CAUSES else []
+    return "; ".join([f"{error.get('code')}: {error.get('message')}", *causes[:MAX_CAUSES], *more])
+
+
 def platform_says(exc: HttpResponseError) -> str:
-    """``Code: message`` of an ARM error, with its details (where deployments put the real cause)."""
+    """``describe`` of an SDK error's ARM error, or the first line of its message without one."""
     err = exc.error
     if err is None or not (err.code or err.message):
         return (exc.message or str(exc)).splitlines()[0]
-    parts = [f"{err.code}: {err.message}"]
-    for detail in (err.details or [])[:5]:
-        parts.append(f"{detail.code}: {detail.message}")
-    return "; ".join(parts)
+    return describe(_odata_json(err))
 
 
 def _lro_failed(exc: HttpResponseError) -> bool:
