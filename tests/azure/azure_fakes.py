@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +67,20 @@ class Arm:
 
     def add(self, method: str, path: str, body: dict | None = None, status: int = 200, headers: dict | None = None):
         self.rsps.add(method, self.url(path), json=body, status=status, headers=headers)
+
+    def together(self, method: str, paths: list[str], bodies: list[dict], timeout: float = 10):
+        """Answer each path only once every one of them was asked (a barrier): requests sent one
+        after the other never get their answers (BrokenBarrierError, the request fails)."""
+        barrier = threading.Barrier(len(paths), timeout=timeout)
+
+        def answer(body):
+            def callback(request):
+                barrier.wait()
+                return 200, {"Content-Type": "application/json"}, json.dumps(body)
+            return callback
+
+        for path, body in zip(paths, bodies):
+            self.rsps.add_callback(method, self.url(path), callback=answer(body))
 
     def error(self, method: str, path: str, status: int, code: str, message: str):
         self.add(method, path, {"error": {"code": code, "message": message}}, status=status)

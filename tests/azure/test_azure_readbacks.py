@@ -60,6 +60,22 @@ def test_backend_pool_maps_nics_to_nodes_with_health_from_every_rule(deployed, a
                     PoolMember("pg3", "10.0.1.6", False)]  # pg3 is Down on the replicas rule
 
 
+def test_the_long_running_reads_of_one_readback_run_concurrently(deployed, arm):
+    """Each is 5-20 s on Azure; one after the other, a pool read took one per rule and the rules
+    one per NIC, more than the waits derived from ``readback_latency_s`` allow (fails if sequential)."""
+    lb = f"{NET}/loadBalancers/pgha-lb"
+    arm.add("GET", f"{lb}/backendAddressPools/nodes", load("backend_pool.json"))
+    arm.together("POST", [f"{lb}/loadBalancingRules/{rule}/health" for rule in ("haproxy-primary", "haproxy-replicas")],
+                 [load("lb_health_primary.json"), load("lb_health_replicas.json")])
+    assert [m.healthy for m in deployed.backend_pool()] == [True, True, False]
+    arm.add("GET", f"{NET}/networkSecurityGroups/pgha-nsg", load("nsg.json"))
+    arm.together("POST", [f"{NET}/networkInterfaces/pgha-{n}-nic/effectiveNetworkSecurityGroups" for n in ("pg1", "pg2", "pg3")],
+                 [load("effective_nsg.json")] * 3)
+    assert {r.scope for r in deployed.security_rules()} == {"nsg", "pg1", "pg2", "pg3"}
+    lb_spec = deployed.spec.load_balancer
+    assert deployed.budgets.lb_settle_s >= 2 * AzureTarget.readback_latency_s + lb_spec.probe_interval_s * lb_spec.probe_threshold
+
+
 def test_backend_pool_before_attach_is_empty_without_asking_for_health(deployed, arm):
     arm.add("GET", f"{NET}/loadBalancers/pgha-lb/backendAddressPools/nodes", load("backend_pool_empty.json"))
     assert deployed.backend_pool() == []

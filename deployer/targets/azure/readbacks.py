@@ -1,7 +1,16 @@
 """What Azure reports, mapped to the contract's types: the rules in force, the backend pool with its
-probe health, and whether the VMs run. Read-only: nothing here writes to Azure."""
+probe health, and whether the VMs run. Read-only: nothing here writes to Azure.
+
+The per-NIC effective rules and the per-rule probe health are long-running operations of 5-20 s
+each on Azure: they run concurrently (``_each``), so one read-back costs one of them, which is what
+``AzureTarget.readback_latency_s`` declares.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -19,6 +28,19 @@ def nic_of(resource_id: str) -> str:
     return parts[lowered.index("networkinterfaces") + 1] if "networkinterfaces" in lowered else resource_id
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _each(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``fn`` of every item, all at once, results in item order (the first error raised)."""
+    items = list(items)
+    if not items:
+        return []
+    with ThreadPoolExecutor(len(items)) as pool:
+        return list(pool.map(fn, items))
+
+
 def _sorted(rules) -> list[RuleInForce]:
     return sorted(rules, key=lambda r: (r.direction, r.priority))
 
@@ -30,14 +52,16 @@ def security_rules(az: Clients, rg: str, outputs: dict) -> list[RuleInForce]:
     nsg_name = outputs["nsgName"]
     with azure_errors("read", f"NSG {nsg_name}"):
         nsg = rest(az.network.network_security_groups.get(rg, nsg_name))
-    rules = _sorted(convert.rule(r, "nsg") for r in nsg.get("properties", {}).get("securityRules") or [])
-    for node in outputs["nodes"]:
+
+    def effective(node: dict) -> list[RuleInForce]:
         with azure_errors("read the effective rules of", f"NIC {node['nicName']} ({node['name']})"):
             result = rest(az.network.network_interfaces.begin_list_effective_network_security_groups(
                 rg, node["nicName"]).result())
-        rules += _sorted(convert.rule(r, node["name"]) for group in result.get("value") or []
-                         for r in group.get("effectiveSecurityRules") or [])
-    return rules
+        return _sorted(convert.rule(r, node["name"]) for group in result.get("value") or []
+                       for r in group.get("effectiveSecurityRules") or [])
+
+    own = _sorted(convert.rule(r, "nsg") for r in nsg.get("properties", {}).get("securityRules") or [])
+    return own + [r for rules in _each(effective, outputs["nodes"]) for r in rules]
 
 
 def backend_pool(az: Clients, rg: str, outputs: dict, spec: StackSpec) -> list[PoolMember]:
@@ -51,13 +75,16 @@ def backend_pool(az: Clients, rg: str, outputs: dict, spec: StackSpec) -> list[P
     nics = [nic_of(c["id"]) for c in pool.get("backendIPConfigurations") or []]
     if not nics:
         return []
-    up: dict[str, bool] = {}
-    address: dict[str, str] = {}
-    for ref in pool.get("loadBalancingRules") or []:
+
+    def health(ref: dict) -> dict:
         rule = ref["id"].rpartition("/")[2]
         with azure_errors("read the probe health of", f"rule {rule} of load balancer {lb}"):
-            health = rest(net.load_balancer_load_balancing_rules.begin_health(rg, lb, rule).result())
-        for entry in health.get("loadBalancerBackendAddresses") or []:
+            return rest(net.load_balancer_load_balancing_rules.begin_health(rg, lb, rule).result())
+
+    up: dict[str, bool] = {}
+    address: dict[str, str] = {}
+    for report in _each(health, pool.get("loadBalancingRules") or []):
+        for entry in report.get("loadBalancerBackendAddresses") or []:
             nic = nic_of(entry.get("networkInterfaceIPConfigurationId", "")).lower()
             up[nic] = up.get(nic, True) and entry.get("state") == "Up"
             address[nic] = entry.get("ipAddress") or address.get(nic, "")

@@ -52,7 +52,8 @@ class AzureTarget(Target):
     """
 
     name = "azure"
-    #: One ``backend_pool()`` runs a long-running health query per load-balancing rule: 5-20 s each.
+    #: ``backend_pool()`` runs one long-running health query per load-balancing rule, concurrently:
+    #: 5-20 s on Azure. Every wait on the pool derives from it (``Target.budgets``).
     readback_latency_s = 20.0
 
     def __init__(self, spec: StackSpec, state: StackState, *, credential=None, subscription_id: str | None = None,
