@@ -193,9 +193,14 @@ def test_stack_stages_run_the_deployer_with_a_workload_identity_connection(pipel
         text = "\n".join(script(s) for s in cli)
         if name in until:
             assert re.search(r'deployer up --target azure --name "?\$\(stackName\)"?.* --until ' + until[name] + r"\b", text), name
+        if name in until and name != "Provision":  # only its own stage: the ones before are done
+            assert f"--from {until[name]} --until {until[name]}" in text, name
     assert "--what-if" in "\n".join(script(s) for s in steps(stages["Provision"]))
     assert "pytest suites -m destructive" in "\n".join(script(s) for s in steps(stages["Chaos"]))
-    assert re.search(r'deployer down --name "?\$\(stackName\)', "\n".join(script(s) for s in steps(stages["Teardown"])))
+    teardown = "\n".join(script(s) for s in steps(stages["Teardown"]))
+    assert re.search(r'deployer down --name "?\$\(stackName\)', teardown)
+    guard = teardown.index('if [ ! -f "$PGHA_STATE_ROOT/$(stackName)/state.json" ]')
+    assert guard < teardown.index(".venv/bin/deployer down"), "no down without a state: it would fall back to the local target"
 
 
 def test_results_and_reports_are_published(stages):

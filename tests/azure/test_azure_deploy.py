@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
-from azure_fakes import CMP, DEPLOYMENT, NOW, SUB, NoCredential, answer_pool, answer_redeploy, load
+from azure_fakes import CMP, DEPLOYMENT, NET, NOW, SUB, NoCredential, answer_pool, answer_redeploy, load
 
 from deployer.targets.azure import bicep
 from deployer.targets.azure.identity import AzureEnv
@@ -196,3 +196,26 @@ def test_provision_of_a_stale_stack_restarts_the_vms_it_powered_off(target, arm,
     target.provision()
     assert state.data["stopped"] == [] and state.data["isolated"] == [], "the redeploy replaced the NSG's rules"
     assert ssh_answers[-1] == ("20.1.2.3", 50002), "the restarted VM's SSH answers before provision goes on"
+
+
+@pytest.mark.parametrize("pool, joined", [("backend_pool.json", True), ("backend_pool_empty.json", False), (None, False)])
+def test_reprovision_keeps_the_nics_in_the_pool_when_attach_ran(deployed, arm, state, ssh_answers, pool, joined):
+    """A stack with one stopped VM is re-provisioned by `up`; deploying it with joinBackendPool=false
+    took every NIC out of the pool (an outage of the whole stack until attach). Before attach (an
+    empty pool) or without a load balancer yet (404), the NICs stay out."""
+    state.data["stopped"] = ["pg2"]
+    pool_path = f"{NET}/loadBalancers/pgha-lb/backendAddressPools/nodes"
+    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    if pool:
+        arm.add("GET", pool_path, load(pool))
+    else:
+        arm.error("GET", pool_path, 404, "NotFound", "Resource pgha-lb not found.")
+    arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    answer_deployment(arm, "what_if_attach.json")
+    arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.lro("POST", f"{CMP}/virtualMachines/pgha-pg2/start")
+    deployed.provision()
+    (_, _, what_if), = arm.sent("POST", "/whatIf")
+    (_, _, body), = arm.sent("PUT", "/deployments/pgha-main?")
+    assert parameters_sent(what_if)["joinBackendPool"] == parameters_sent(body)["joinBackendPool"] == {"value": joined}
+    assert state.data["stopped"] == []

@@ -64,14 +64,31 @@ def security_rules(az: Clients, rg: str, outputs: dict) -> list[RuleInForce]:
     return own + [r for rules in _each(effective, outputs["nodes"]) for r in rules]
 
 
+def _pool(az: Clients, rg: str, outputs: dict, *, missing_ok: bool = False) -> dict:
+    """The backend pool's properties as the load balancer reports them; ``{}`` for a pool (or load
+    balancer) that does not exist when ``missing_ok``, TargetError otherwise."""
+    lb, name = outputs["loadBalancerName"], outputs["backendPoolName"]
+    with azure_errors("read", f"backend pool {name} of load balancer {lb}"):
+        try:
+            return rest(az.network.load_balancer_backend_address_pools.get(rg, lb, name)).get("properties", {})
+        except ResourceNotFoundError:
+            if missing_ok:
+                return {}
+            raise
+
+
+def pool_joined(az: Clients, rg: str, outputs: dict) -> bool:
+    """True when any NIC is in the backend pool (attach ran); False when none is, or there is no pool."""
+    return bool(_pool(az, rg, outputs, missing_ok=True).get("backendIPConfigurations"))
+
+
 def backend_pool(az: Clients, rg: str, outputs: dict, spec: StackSpec) -> list[PoolMember]:
     """The pool's NIC ip configurations (read-only ``backendIPConfigurations``), mapped to nodes by NIC
     name, healthy when ``Up`` in the health of every load-balancing rule the pool serves
     (``load_balancing_rules.begin_health``); the address is the one the health report gives. Spec
     order; a NIC of no node is listed after them under its NIC name. No health read before attach."""
-    net, lb, pool_name = az.network, outputs["loadBalancerName"], outputs["backendPoolName"]
-    with azure_errors("read", f"backend pool {pool_name} of load balancer {lb}"):
-        pool = rest(net.load_balancer_backend_address_pools.get(rg, lb, pool_name)).get("properties", {})
+    net, lb = az.network, outputs["loadBalancerName"]
+    pool = _pool(az, rg, outputs)
     nics = [nic_of(c["id"]) for c in pool.get("backendIPConfigurations") or []]
     if not nics:
         return []

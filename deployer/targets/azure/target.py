@@ -165,10 +165,14 @@ class AzureTarget(Target):
         self.state.data.update(data)
         self.state.save()
 
-    def _deploy(self, *, join_pool: bool, tags: dict) -> None:
-        self._record(outputs=deployment.deploy(self._az, self.resource_group, self.deployment_name,
-                                               self._compile(bicep.MAIN_BICEP), self._parameters(join_pool, tags),
-                                               tags))
+    def _deploy(self, template: dict, *, join_pool: bool, tags: dict) -> None:
+        self._record(outputs=deployment.deploy(self._az, self.resource_group, self.deployment_name, template,
+                                               self._parameters(join_pool, tags), tags))
+
+    def _joined(self, group: dict | None) -> bool:
+        """Whether the NICs are in the backend pool now (attach ran): a redeploy keeps them there."""
+        return group is not None and "outputs" in self.state.data and \
+            readbacks.pool_joined(self._az, self.resource_group, self.outputs)
 
     def _open_group(self) -> tuple[dict, dict | None]:
         """The compiled template and the group, once the fence holds (a foreign group is refused)."""
@@ -210,7 +214,7 @@ class AzureTarget(Target):
         tags = self._tags()
         new_group = None if group else (f"{self.spec.name}-plan", self.spec.azure.location, tags)
         return deployment.what_if(self._az, self.resource_group, self.deployment_name, template,
-                                  self._parameters(False, tags), new_group=new_group)
+                                  self._parameters(self._joined(group), tags), new_group=new_group)
 
     def is_up(self) -> bool:
         """True when the deployment's outputs are recorded, the group is ours and every VM runs."""
@@ -225,13 +229,16 @@ class AzureTarget(Target):
         ``main.bicep`` incrementally with ``joinBackendPool=false``, record its outputs in
         ``state.data["outputs"]``, and trust each VM's SSH host key on first use (``ssh-keyscan``
         through its NAT port until sshd answers). A stale stack is converged, not recreated: the
-        redeploy restores the NSG's rules (isolation rules go) and VMs this target powered off are
-        started again. A same-named group the deployer did not create is refused."""
-        self._open_group()
+        redeploy restores the NSG's rules (isolation rules go), keeps the NICs in the backend pool
+        when they are there (attach ran: ``joinBackendPool=true``, so re-provisioning a stack with
+        one stopped VM takes no member out), and VMs this target powered off are started again. A
+        same-named group the deployer did not create is refused."""
+        template, group = self._open_group()
         tags = self._tags()
+        joined = self._joined(group)
         deployment.create_group(self._az, self.resource_group, self.spec.azure.location, tags)
         self._record(resource_group=self.resource_group, subscription_id=self._subscription_id, tags=tags)
-        self._deploy(join_pool=False, tags=tags)
+        self._deploy(template, join_pool=joined, tags=tags)
         self._record(isolated=[])
         for node in self.faulted("stopped"):
             self.start_vm(node)
@@ -254,7 +261,7 @@ class AzureTarget(Target):
         then wait until the load balancer reports every node healthy. Idempotent: a second run is a
         no-change deployment."""
         self._require_allowed()
-        self._deploy(join_pool=True, tags=self.state.data.get("tags") or self._tags())
+        self._deploy(self._compile(bicep.MAIN_BICEP), join_pool=True, tags=self.state.data.get("tags") or self._tags())
         self.wait_pool_healthy()
 
     # ----- read-backs -----
