@@ -19,7 +19,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from deployer import stages, status
-from deployer.spec import DEFAULT_SPEC, SpecError, load_spec
+from deployer.spec import DEFAULT_SPEC, SpecError, check_stack_name, load_spec
 from deployer.state import STAGES, StackState
 from deployer.targets import TargetError, get
 
@@ -57,7 +57,7 @@ def _stack(name: str):
 
 def cmd_up(args) -> int:
     spec = load_spec(args.spec)
-    name = args.name or spec.name
+    name = check_stack_name(args.name or spec.name)
     state, target = stages.open_stack(name, args.target, spec, args.spec)
     if args.what_if:
         target.preflight()
@@ -86,7 +86,7 @@ def cmd_image(args) -> int:
 
 
 def cmd_status(args) -> int:
-    state, target = _stack(args.name or load_spec(DEFAULT_SPEC).name)
+    state, target = _stack(check_stack_name(args.name or load_spec(DEFAULT_SPEC).name))
     data = status.collect(state, target)
     if args.json:
         print(json.dumps(data, indent=2))
@@ -96,7 +96,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_down(args) -> int:
-    name = args.name or load_spec(DEFAULT_SPEC).name
+    name = check_stack_name(args.name or load_spec(DEFAULT_SPEC).name)
     if StackState.load(name) is None:
         # The state is gone (deleted, or a run died before writing it): look for what the local
         # target may still hold under this name, so a stale stack is never unreachable.

@@ -47,3 +47,10 @@ def healthy(members: list[Member], nodes: int) -> bool:
     leaders = [m for m in members if m.role == "leader" and m.state == "running"]
     replicas = [m for m in members if m.role == "replica" and m.state == "streaming" and m.lag_bytes == 0]
     return len(members) == nodes and len(leaders) == 1 and len(replicas) == nodes - 1
+
+
+def get(target: Target, node: str, path: str, timeout: float = 3.0) -> dict:
+    """One node's answer to ``GET <path>`` of its REST API (``/config``, ``/patroni``...), as JSON."""
+    resp = requests.get(f"{target.patroni_url(node)}{path}", timeout=timeout)
+    resp.raise_for_status()
+    return resp.json()

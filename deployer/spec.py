@@ -8,6 +8,7 @@ is refused with a message naming the field, before any resource is created.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,7 +32,8 @@ RESERVED_PRIORITIES = range(100, 110)
 #: Ports that must never be reachable from the internet.
 PROTECTED_PORTS = ("ssh", "postgres", "etcd_client", "etcd_peer", "patroni")
 
-Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,14}$")]
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,14}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 class SpecError(ValueError):
@@ -264,6 +266,15 @@ class StackSpec(Strict):
 def admits_internet(source: str) -> bool:
     """True when a source, as a spec or a platform spells it, admits addresses on the internet."""
     return source in OPEN_SOURCES or source.startswith(NEGATION)
+
+
+def check_stack_name(name: str) -> str:
+    """A stack name as given on the command line, refused (SpecError) before anything is created
+    unless it is a spec ``Name``: lower-case letters, digits and '-', starting with a letter."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise SpecError(f"stack name {name!r} is invalid: use 1-15 lower-case letters, digits and '-', "
+                        "starting with a letter")
+    return name
 
 
 def load_spec(path: str | Path | None = None) -> StackSpec:

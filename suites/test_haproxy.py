@@ -25,11 +25,3 @@ def test_every_node_routes_primary_to_the_leader_and_replicas_to_the_replicas(st
                    lambda up: up == {"primary": {leader}, "replicas": replicas},
                    timeout=stack.budgets.haproxy_reroute_s)
 
-
-def test_services_run_and_start_at_boot(stack):
-    for node in stack.spec.nodes:
-        host = stack.testinfra_host(node.name)
-        for unit in ("etcd", "patroni", "haproxy", "ssh"):
-            service = host.service(unit)
-            assert service.is_running and service.is_enabled, f"{node.name}: {unit} running={service.is_running} enabled={service.is_enabled}"
-        assert not host.service("postgresql").is_enabled, f"{node.name}: Debian's postgresql.service must stay off (Patroni runs PostgreSQL)"

@@ -38,3 +38,14 @@ def test_a_committed_write_reaches_every_replica(stack):
         wait_until(f"row {key} on replica {member.name}",
                    lambda m=member: stack.psql(m.name, f"SELECT count(*) FROM acceptance WHERE key = '{key}'", "app"),
                    lambda rows: rows == [["1"]], timeout=stack.budgets.replica_visible_s)
+
+
+def test_every_replica_receives_directly_from_the_leader_on_its_timeline(stack):
+    """``pg_stat_wal_receiver`` on each replica: streaming, from the leader's address, on one timeline."""
+    members = stack.cluster()
+    leader = next(m for m in members if m.role == "leader")
+    for member in (m for m in members if m.role == "replica"):
+        rows = stack.psql(member.name, "SELECT status, sender_host, received_tli FROM pg_stat_wal_receiver")
+        assert rows == [["streaming", leader.address, str(leader.timeline)]], \
+            f"{member.name}: wal receiver {rows}, expected streaming from {leader.name} ({leader.address}) " \
+            f"on timeline {leader.timeline}"

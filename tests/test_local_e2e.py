@@ -48,6 +48,15 @@ def test_invalid_spec_is_refused_before_anything_is_created(tmp_path):
     assert not StackState.path_for("badspec").exists()
 
 
+def test_a_bad_stack_name_is_refused_before_anything_is_created():
+    before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for command in ("up", "down", "status"):
+        proc = deployer(command, "--name", "Bad Name", check=False)
+        assert proc.returncode == 2 and "stack name 'Bad Name' is invalid" in proc.stderr, proc.stderr[-500:]
+    assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout == before
+    assert not StackState.path_for("Bad Name").parent.exists()
+
+
 def test_stages_recorded_and_pool_empty_after_provision(deployed):
     state = StackState.load(NAME)
     assert all(state.stages[s].ok for s in ("provision", "configure", "attach", "verify")), state.summary()

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from deployer.budgets import Budgets
-from deployer.spec import DEFAULT_SPEC, SpecError, load_spec, parse_spec
+from deployer.spec import DEFAULT_SPEC, SpecError, check_stack_name, load_spec, parse_spec
 
 RAW = yaml.safe_load(DEFAULT_SPEC.read_text())
 
@@ -117,3 +117,13 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("nodes: [unclosed")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("name", ["Bad Name", "pg ha", "1pgha", "-x", "", "a" * 16, "pgha;rm"])
+def test_bad_stack_names_are_refused(name):
+    with pytest.raises(SpecError, match="is invalid"):
+        check_stack_name(name)
+
+
+def test_good_stack_names_pass():
+    assert [check_stack_name(n) for n in ("pgha", "ci-42")] == ["pgha", "ci-42"]

@@ -1,0 +1,102 @@
+"""Each node as its own operating system and services report it (testinfra over SSH, psql over the
+local socket, etcdctl on the node): services, listening addresses, secret files, the pg_hba rules
+PostgreSQL has loaded, and etcd's membership."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+import pytest
+
+from deployer.inventory import role_defaults
+
+pytestmark = pytest.mark.acceptance
+UNITS = ("etcd", "patroni", "haproxy", "ssh")
+
+
+def intended_listeners(spec, address: str) -> dict[int, set[str]]:
+    """Port -> the addresses it must listen on, and only those: PostgreSQL and etcd's client port on
+    the node's address and loopback, etcd's peer port and Patroni's API on the node's address, SSH
+    and HAProxy's ports on every address (the load balancer's traffic arrives on the node's)."""
+    p = spec.ports
+    return {p.postgres: {address, "127.0.0.1"}, p.etcd_client: {address, "127.0.0.1"}, p.etcd_peer: {address},
+            p.patroni: {address}, p.ssh: {"0.0.0.0", "::"}, p.haproxy_primary: {"0.0.0.0"},
+            p.haproxy_replicas: {"0.0.0.0"}, p.haproxy_health: {"0.0.0.0"}}
+
+
+def secret_files() -> dict[str, str]:
+    """Files holding a secret -> the user that must own them (mode 0600)."""
+    patroni = role_defaults()["patroni"]
+    return {"/etc/patroni/patroni.yml": "postgres", patroni["patroni_postgresql_pgpass"]: "postgres"}
+
+
+@pytest.fixture(scope="module")
+def hosts(stack):
+    return {n.name: stack.testinfra_host(n.name) for n in stack.spec.nodes}
+
+
+def test_services_run_and_start_at_boot_and_debians_cluster_is_absent(stack, hosts):
+    for name, host in hosts.items():
+        for unit in UNITS:
+            service = host.service(unit)
+            assert service.is_running and service.is_enabled, f"{name}: {unit} running={service.is_running} enabled={service.is_enabled}"
+        assert not host.service("postgresql").is_enabled, f"{name}: Debian's postgresql.service must stay off"
+        clusters = host.check_output("pg_lsclusters --no-header || true")
+        assert not clusters.strip(), f"{name}: Debian's default cluster exists: {clusters}"
+
+
+def test_every_port_listens_on_its_intended_addresses_only(stack, hosts):
+    for node in stack.spec.nodes:
+        seen: dict[int, set[str]] = {}
+        for line in hosts[node.name].check_output("ss -Hltn").splitlines():
+            local = line.split()[3]
+            addr, _, port = local.rpartition(":")
+            seen.setdefault(int(port), set()).add(addr.strip("[]").replace("*", "0.0.0.0"))
+        expected = intended_listeners(stack.spec, str(node.address))
+        wrong = {port: (sorted(expected.get(port, set())), sorted(addrs)) for port, addrs in seen.items()
+                 if addrs != expected.get(port)}
+        missing = sorted(set(expected) - set(seen))
+        assert not wrong and not missing, (f"{node.name}: listeners differ from the intended ones "
+                                           f"(port: intended, seen) {wrong}; not listening: {missing}")
+
+
+def test_every_file_holding_a_secret_is_owned_by_its_service_with_mode_0600(stack, hosts):
+    for name, host in hosts.items():
+        for path, owner in secret_files().items():
+            f = host.file(path)
+            assert f.exists, f"{name}: {path} is missing"
+            assert (f.user, f.mode) == (owner, 0o600), f"{name}: {path} is {f.user} {oct(f.mode)}, must be {owner} 0o600"
+
+
+def test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local(stack):
+    subnet = stack.spec.network.subnet_cidr
+    for node in stack.spec.nodes:
+        rows = stack.psql(node.name, "SELECT line_number, type, address, netmask, auth_method, coalesce(error, '') "
+                                     "FROM pg_hba_file_rules")
+        assert rows, f"{node.name}: pg_hba_file_rules is empty"
+        for line, kind, address, netmask, method, error in rows:
+            where = f"{node.name}: pg_hba line {line} ({kind} {address}/{netmask} {method})"
+            assert not error, f"{where}: PostgreSQL reports {error}"
+            assert method != "trust", f"{where}: trust lets anyone in without a password"
+            if kind == "local":
+                assert method in ("scram-sha-256", "peer"), f"{where}: local connections need scram-sha-256 or peer"
+                continue
+            network = ipaddress.ip_network(f"{address}/{netmask}", strict=False)
+            assert method == "scram-sha-256", f"{where}: only scram-sha-256 is allowed over TCP"
+            assert network.subnet_of(subnet) or network.is_loopback, f"{where}: admits {network}, outside {subnet}"
+
+
+def test_etcd_has_one_healthy_member_per_node_and_one_leader(stack):
+    port = stack.spec.ports.etcd_client
+    node = stack.spec.nodes[0].name
+    etcdctl = ["sudo", "env", "ETCDCTL_API=3", "etcdctl", "--command-timeout=3s", "--write-out=json"]
+    members = json.loads(stack.ssh(node, [*etcdctl, f"--endpoints=http://127.0.0.1:{port}", "member", "list"]).stdout)["members"]
+    assert sorted(m.get("name") for m in members) == sorted(n.name for n in stack.spec.nodes), \
+        f"etcd members {[m.get('name') for m in members]}, the spec's nodes {[n.name for n in stack.spec.nodes]}"
+    endpoints = ",".join(f"http://{n.address}:{port}" for n in stack.spec.nodes)
+    status = json.loads(stack.ssh(node, [*etcdctl, f"--endpoints={endpoints}", "endpoint", "status"]).stdout)
+    leaders = {s["Status"]["leader"] for s in status}
+    own = {s["Status"]["header"]["member_id"] for s in status}
+    assert len(status) == len(stack.spec.nodes) and len(leaders) == 1 and leaders <= own, \
+        f"etcd endpoint status: {len(status)} answered, leaders seen {leaders}"
