@@ -196,7 +196,7 @@ def test_stack_stages_run_the_deployer_with_a_workload_identity_connection(pipel
         if name in until and name != "Provision":  # only its own stage: the ones before are done
             assert f"--from {until[name]} --until {until[name]}" in text, name
     assert "--what-if" in "\n".join(script(s) for s in steps(stages["Provision"]))
-    assert "pytest suites -m destructive" in "\n".join(script(s) for s in steps(stages["Chaos"]))
+    assert "pytest suites -m chaos" in "\n".join(script(s) for s in steps(stages["Chaos"]))
     teardown = "\n".join(script(s) for s in steps(stages["Teardown"]))
     assert re.search(r'deployer down --name "?\$\(stackName\)', teardown)
     guard = teardown.index('if [ ! -f "$PGHA_STATE_ROOT/$(stackName)/state.json" ]')
