@@ -40,6 +40,8 @@ PIP = "Microsoft.Network/publicIPAddresses"
 LB = "Microsoft.Network/loadBalancers"
 NIC = "Microsoft.Network/networkInterfaces"
 VM = "Microsoft.Compute/virtualMachines"
+DISK = "Microsoft.Compute/disks"
+TAGS_RESOURCE = "Microsoft.Resources/tags"
 
 #: Ports that no inbound allow rule may open to the internet: SSH, PostgreSQL, etcd, Patroni.
 PROTECTED_PORTS = (22, 5432, 2379, 2380, 8008)
@@ -333,9 +335,12 @@ def test_main_outputs_are_the_contract_with_the_azure_target():
 
 def test_every_resource_is_tagged_from_the_tags_param():
     for f, sym, res in resources():
+        if res["existing"]:
+            continue
         config = res["config"]
         body = config["config"] if "loop_type" in config else config
-        assert body.get("tags") == "tags", f"{f.name}: resource {sym} is not tagged with the tags param"
+        tags = body["properties"].get("tags") if res["type"] == TAGS_RESOURCE else body.get("tags")
+        assert tags == "tags", f"{f.name}: resource {sym} is not tagged with the tags param"
         assert "tags" in parse(f)["parameters"], f"{f.name} has no tags param"
     for f in FILES:
         for sym, _, passed in module_decls(f):
@@ -621,6 +626,21 @@ def test_vms_are_debian_12_ssh_key_only_in_their_zone():
     passed = decl["config"]["config"]["params"]
     assert references(passed["zone"]) == {"node", "zone"}
     assert references(passed["privateIp"]) == {"node", "privateIp"}
+
+
+def test_the_os_disk_the_vm_creates_carries_the_tags():
+    """Azure gives the OS disk a VM creates from its image none of the VM's tags, so a sweep by tag
+    missed it: the VM module tags it with a ``Microsoft.Resources/tags`` extension resource."""
+    vm_file = next(f for f, _, r in resources() if r["type"] == VM)
+    (vm,) = of_type(VM)
+    disk_name = vm["properties"]["storageProfile"]["osDisk"]["name"]
+    found = {r["type"]: (sym, r) for _, sym, r in resources(vm_file)}
+    disk_sym, disk = found[DISK]
+    assert disk["existing"] and disk["config"]["name"] == disk_name, "the tagged disk is the VM's OS disk"
+    _, tags = found[TAGS_RESOURCE]
+    vm_sym = next(sym for _, sym, r in resources(vm_file) if r["type"] == VM)
+    assert tags["config"]["scope"] == disk_sym and tags["config"]["name"] == "default"
+    assert tags["config"]["properties"] == {"tags": "tags"} and tags["config"]["dependsOn"] == [vm_sym]
 
 
 def test_subnet_has_nsg_and_nat_gateway_and_no_default_outbound():

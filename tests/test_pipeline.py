@@ -152,8 +152,12 @@ def test_each_stage_follows_the_previous_one(stages):
     assert set(stages["Teardown"]["dependsOn"]) >= set(STAGES[1:-1])
 
 
-def test_teardown_always_runs(stages):
-    assert stages["Teardown"]["condition"] == "always()"
+NOT_ON_PRS = "ne(variables['Build.Reason'], 'PullRequest')"
+
+
+def test_teardown_always_runs_but_not_on_pull_requests_which_deploy_nothing(stages):
+    assert stages["Provision"]["condition"] == f"and(succeeded(), {NOT_ON_PRS})", "PRs run Validate only"
+    assert stages["Teardown"]["condition"] == f"and(always(), {NOT_ON_PRS})"
 
 
 def test_chaos_runs_only_on_the_nightly_schedule(stages):

@@ -60,6 +60,8 @@ param backendPoolResourceId string
 @description('Required. Resource ID of the SSH inbound NAT rule of this node.')
 param inboundNatRuleResourceId string
 
+var osDiskName = '${name}-osdisk'
+
 resource nic 'Microsoft.Network/networkInterfaces@2024-05-01' = {
   name: nicName
   location: location
@@ -104,7 +106,7 @@ resource vm 'Microsoft.Compute/virtualMachines@2024-07-01' = {
     storageProfile: {
       imageReference: imageReference
       osDisk: {
-        name: '${name}-osdisk'
+        name: osDiskName
         createOption: 'FromImage'
         caching: 'ReadWrite'
         deleteOption: 'Delete'
@@ -153,6 +155,23 @@ resource vm 'Microsoft.Compute/virtualMachines@2024-07-01' = {
       }
     }
   }
+}
+
+// The OS disk the VM creates from the image does not inherit the VM's tags: tag it, so that the
+// sweep by tag (teardown, expiry) sees it too.
+resource osDisk 'Microsoft.Compute/disks@2024-03-02' existing = {
+  name: osDiskName
+}
+
+resource osDiskTags 'Microsoft.Resources/tags@2022-09-01' = {
+  name: 'default'
+  scope: osDisk
+  properties: {
+    tags: tags
+  }
+  dependsOn: [
+    vm
+  ]
 }
 
 @description('The name of the virtual machine.')
