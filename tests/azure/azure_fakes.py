@@ -130,3 +130,11 @@ def answer_redeploy(arm: Arm):
     arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_attach.json"))
+
+
+def answer_prerequisites(arm: Arm, feature: str = "Registered", skus: dict | None = None):
+    """The subscription's encryption-at-host feature (in ``feature`` state) and the VM sizes of the
+    region (``resource_skus.json`` unless given), as preflight reads them."""
+    arm.add("GET", "/providers/Microsoft.Features/providers/Microsoft.Compute/features/EncryptionAtHost",
+            load("feature_encryption_at_host.json") | {"properties": {"state": feature}})
+    arm.add("GET", "/providers/Microsoft.Compute/skus", skus or load("resource_skus.json"))

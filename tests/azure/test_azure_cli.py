@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from azure_fakes import ADMIN_CIDR, DEPLOYMENT, SUB, FakeCredential, NoCredential, load
+from azure_fakes import ADMIN_CIDR, DEPLOYMENT, SUB, FakeCredential, NoCredential, answer_prerequisites, load
 
 import deployer.state
 from deployer import cli
@@ -35,9 +35,11 @@ def test_what_if_without_credentials_fails_with_one_message_and_creates_nothing(
 
 
 @pytest.fixture
-def signed_in(machine, monkeypatch) -> Path:
-    """A spec file allowing the fake subscription, that subscription and a credential in the
-    environment, and a Bicep CLI that compiles to the recorded template; the spec file."""
+def signed_in(machine, monkeypatch, arm) -> Path:
+    """A spec file allowing the fake subscription, that subscription (ready for the stack) and a
+    credential in the environment, and a Bicep CLI that compiles to the recorded template; the
+    spec file."""
+    answer_prerequisites(arm)
     raw = yaml.safe_load(DEFAULT_SPEC.read_text())
     raw["azure"].update(admin_cidr=ADMIN_CIDR, subscription_allow_list=[SUB])
     spec_file = machine / "stack.yaml"

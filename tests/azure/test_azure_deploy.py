@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
-from azure_fakes import CMP, DEPLOYMENT, NET, NOW, SUB, NoCredential, answer_pool, answer_redeploy, load
+from azure_fakes import CMP, DEPLOYMENT, NET, NOW, SUB, NoCredential, answer_pool, answer_prerequisites, answer_redeploy, load
 
 from deployer.targets.azure import bicep
 from deployer.targets.azure.identity import AzureEnv
@@ -23,8 +23,36 @@ def parameters_sent(request_body: dict) -> dict:
 
 # ----- preflight and identity -----
 
-def test_preflight_passes_with_credential_allow_listed_subscription_and_compiler(target):
+def test_preflight_passes_with_credential_allow_listed_subscription_and_compiler(target, arm):
+    answer_prerequisites(arm)
     target.preflight()
+    assert {m for m, _, _ in arm.sent()} == {"GET"}, "preflight changes nothing"
+
+
+def sku(name: str) -> dict:
+    return next(s for s in load("resource_skus.json")["value"] if s["name"] == name)
+
+
+@pytest.mark.parametrize("feature, vm_size, skus, problem", [
+    ("NotRegistered", "Standard_B2s", None,
+     "the subscription feature Microsoft.Compute/EncryptionAtHost is NotRegistered, and the VMs use encryption at "
+     "host: az feature register --namespace Microsoft.Compute --name EncryptionAtHost"),
+    ("Registered", "Standard_A2_v2", None, "VM size Standard_A2_v2 does not support encryption at host"),
+    ("Registered", "Standard_D2s_v5", None,
+     "VM size Standard_D2s_v5 is restricted in westeurope zone(s) 3 (NotAvailableForSubscription), where nodes run"),
+    ("Registered", "Standard_B2s", {"value": [sku("StandardSSD_LRS")]},
+     "VM size Standard_B2s (azure.vm_size) is not offered in westeurope (azure.location)"),
+])
+def test_preflight_names_what_the_subscription_lacks_before_anything_is_created(make_target, spec, arm, feature,
+                                                                                vm_size, skus, problem):
+    """ARM refuses these only deep in a nested deployment, after the network and load balancer exist."""
+    answer_prerequisites(arm, feature=feature, skus=skus)
+    sized = spec.model_copy(update={"azure": spec.azure.model_copy(update={"vm_size": vm_size})})
+    with pytest.raises(MissingPrerequisite, match="nothing was created") as err:
+        make_target(spec=sized).preflight()
+    assert problem in str(err.value) and str(err.value).count("\n  - ") == 1
+    (_, url, _), = arm.sent("GET", "/skus")
+    assert "location+eq+%27westeurope%27" in url or "location%20eq%20%27westeurope%27" in url
 
 
 def test_preflight_without_credentials_says_so_in_one_message_and_sends_nothing(make_target, arm):

@@ -30,7 +30,7 @@ from deployer.netprobe import tcp
 from deployer.secrets import Secrets
 from deployer.spec import SpecError, StackSpec
 from deployer.state import StackState
-from deployer.targets.azure import bicep, convert, deployment, nsg_faults, readbacks, ssh
+from deployer.targets.azure import bicep, convert, deployment, nsg_faults, prerequisites, readbacks, ssh
 from deployer.targets.azure.clients import Clients
 from deployer.targets.azure.errors import NO_CREDENTIAL
 from deployer.targets.azure.identity import ARM_SCOPE, AzureEnv
@@ -188,7 +188,9 @@ class AzureTarget(Target):
         """Check, creating nothing: ``AZURE_SUBSCRIPTION_ID`` set and in ``azure.subscription_allow_list``,
         ``azure.admin_cidr`` set, a Bicep CLI present (unless a compiler was injected), and then
         (only when all of those hold, so nothing leaves this machine before) a credential that
-        yields an ARM token. Every problem found goes into one MissingPrerequisite."""
+        yields an ARM token, and then what the subscription must offer (``prerequisites``: the
+        encryption-at-host feature, the VM size in the region and zones). Every problem found goes
+        into one MissingPrerequisite."""
         problems = self._local_problems()
         if not self._compiler_given and bicep.find_cli(self._which) is None:
             problems.append(bicep.NO_CLI)
@@ -197,10 +199,13 @@ class AzureTarget(Target):
         else:
             try:
                 self.credential.get_token(ARM_SCOPE)
+                problems += prerequisites.problems(self._az, self.spec)
             except MissingPrerequisite as exc:
                 problems.append(str(exc))
             except ClientAuthenticationError:
                 problems.append(NO_CREDENTIAL)
+            except TargetError as exc:
+                problems.append(str(exc))
         if problems:
             raise MissingPrerequisite("azure preflight failed, nothing was created:\n  - " + "\n  - ".join(problems))
 
