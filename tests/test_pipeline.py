@@ -318,3 +318,18 @@ def test_the_expansion_refuses_what_azure_devops_refuses(tmp_path):
         (tmp_path / "t.yml").write_text(yaml.safe_dump({"parameters": declared, "steps": [{"bash": body}]}))
         with pytest.raises(TemplateError, match=error):
             expand_steps([{"template": "t.yml", "parameters": given}], including)
+
+
+def test_every_job_sets_up_python_and_checks_the_agent_before_make(pipeline):
+    """Only Validate set up Python: the stack jobs ran `make venv` with whatever python3 a
+    self-hosted agent had (3.11+ needed) and assumed az, make, openssl and ssh."""
+    for stage in pipeline["stages"]:
+        for job in stage["jobs"]:
+            names = [s.get("task") or s.get("displayName") or next(iter(s)) for s in job["steps"]]
+            first = names[:4]
+            assert first[:2] == ["checkout", "UsePythonVersion@0"] and job["steps"][0]["clean"] is True, stage["stage"]
+            assert first[2] == "Check the agent's prerequisites" and first[3].startswith("Project virtualenv"), first
+            check = script(job["steps"][2])
+            assert "sys.version_info < (3, 11)" in check and "##vso[task.logissue type=error]" in check
+            needed = {"make"} | ({"az", "openssl", "ssh", "ssh-keyscan"} if stage["stage"] != "Validate" else {"az"})
+            assert needed <= set(re.search(r"for tool in (.*); do", check)[1].split()), stage["stage"]
