@@ -85,11 +85,13 @@ class Arm:
     def error(self, method: str, path: str, status: int, code: str, message: str):
         self.add(method, path, {"error": {"code": code, "message": message}}, status=status)
 
-    def lro(self, method: str, path: str, final: dict | None = None, status: int = 200):
-        """A long-running operation: 202 with a Location, then the operation result on that Location."""
+    def lro(self, method: str, path: str, final: dict | None = None, status: int = 200, header: str = "Location"):
+        """A long-running operation: 202 with a Location (``header``: the health example spells it
+        ``location``), then the operation result on that Location."""
         self._ops += 1
         operation = f"/providers/Microsoft.Network/locations/westeurope/operationResults/op{self._ops}"
-        self.add(method, path, status=202, headers={"Location": f"{ARM}/subscriptions/{SUB}{operation}"})
+        self.add(method, path, status=202,
+                 headers={header: f"{ARM}/subscriptions/{SUB}{operation}?api-version=2024-05-01"})
         self.add("GET", operation, final, status=status)
 
     def async_op(self, method: str, path: str, status_body: dict, accepted: dict | None = None,
@@ -116,12 +118,13 @@ class Arm:
 
 
 def answer_pool(arm: Arm, replicas: str = "lb_health_replicas.json"):
-    """The backend pool after attach and the health of its two rules (by default pg3 is Down on the
+    """The backend pool after attach and the health of its two rules, each as the REST example
+    answers it: 202 with a lowercase ``location``, then the report (by default pg3 is Down on the
     replicas rule; ``replicas="lb_health_primary.json"``: every node Up on both)."""
     lb = f"{NET}/loadBalancers/pgha-lb"
     arm.add("GET", f"{lb}/backendAddressPools/nodes", load("backend_pool.json"))
-    arm.add("POST", f"{lb}/loadBalancingRules/haproxy-primary/health", load("lb_health_primary.json"))
-    arm.lro("POST", f"{lb}/loadBalancingRules/haproxy-replicas/health", load(replicas))
+    arm.lro("POST", f"{lb}/loadBalancingRules/haproxy-primary/health", load("lb_health_primary.json"), header="location")
+    arm.lro("POST", f"{lb}/loadBalancingRules/haproxy-replicas/health", load(replicas), header="location")
 
 
 def answer_redeploy(arm: Arm):
@@ -138,3 +141,25 @@ def answer_prerequisites(arm: Arm, feature: str = "Registered", skus: dict | Non
     arm.add("GET", "/providers/Microsoft.Features/providers/Microsoft.Compute/features/EncryptionAtHost",
             load("feature_encryption_at_host.json") | {"properties": {"state": feature}})
     arm.add("GET", "/providers/Microsoft.Compute/skus", skus or load("resource_skus.json"))
+
+
+#: What the fake Bicep CLI prints: ``az bicep build --stdout`` of ``bicep/main.bicep``.
+BUILD_OUTPUT = FIXTURES / "bicep_build_main.json"
+FAKE_CLI = """#!/bin/sh
+# A Bicep CLI that knows one file: {main} (as `bicep build --stdout FILE` or `az bicep build --stdout --file FILE`).
+case "$*" in
+  "build --stdout {main}"|"bicep build --stdout --file {main}")
+    echo "WARNING: linter warnings go to stderr, the template alone to stdout" >&2
+    exec cat {output} ;;
+  *) echo "Error BCP091: An error occurred reading file. Could not find file '$*'." >&2; exit 1 ;;
+esac
+"""
+
+
+def fake_bicep_cli(bin_dir: Path, name: str, main: Path) -> Path:
+    """Install the fake CLI as ``bin_dir/name`` (``bicep`` or ``az``); its path."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    cli = bin_dir / name
+    cli.write_text(FAKE_CLI.format(main=main, output=BUILD_OUTPUT))
+    cli.chmod(0o755)
+    return cli

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import responses
 import yaml
-from azure_fakes import ADMIN_CIDR, NOW, SUB, Arm, FakeCredential, load
+from azure_fakes import ADMIN_CIDR, NOW, SUB, Arm, FakeCredential, fake_bicep_cli, load
 
 import deployer.state
 import deployer.targets.base
 from deployer.spec import DEFAULT_SPEC, parse_spec
 from deployer.state import StackState
+from deployer.targets.azure.bicep import MAIN_BICEP
 from deployer.targets.azure.target import AzureTarget
 
 
@@ -34,13 +35,20 @@ def state(tmp_path, monkeypatch) -> StackState:
 
 
 @pytest.fixture
-def make_target(spec, state):
-    """An AzureTarget wired to the fakes; keyword arguments override any of them."""
+def bicep_cli(tmp_path):
+    """``which`` on a machine whose only Bicep CLI is the fake ``bicep`` (``azure_fakes.FAKE_CLI``)."""
+    cli = fake_bicep_cli(tmp_path / "bin", "bicep", MAIN_BICEP)
+    return lambda name: str(cli) if name == "bicep" else None
+
+
+@pytest.fixture
+def make_target(spec, state, bicep_cli):
+    """An AzureTarget wired to the fakes, compiling through the fake Bicep CLI; keyword arguments
+    override any of them."""
 
     def make(**kwargs) -> AzureTarget:
         options = dict(credential=FakeCredential(), subscription_id=SUB, environ={},
-                       client_kwargs={"polling_interval": 0, "retry_total": 0},
-                       compiler=lambda path: load("main.json"), which=lambda name: None,
+                       client_kwargs={"polling_interval": 0, "retry_total": 0}, which=bicep_cli,
                        keyscan=lambda host, port: f"[{host}]:{port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKey{port}",
                        clock=lambda: NOW)
         options.update(kwargs)

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from azure_fakes import ADMIN_CIDR, DEPLOYMENT, SUB, FakeCredential, NoCredential, answer_prerequisites, load
+from azure_fakes import ADMIN_CIDR, DEPLOYMENT, SUB, FakeCredential, NoCredential, answer_prerequisites, fake_bicep_cli, load
 
 import deployer.state
 from deployer import cli
 from deployer.spec import DEFAULT_SPEC
 from deployer.targets.azure import bicep
 from deployer.targets.azure.identity import AzureEnv
+
+
+FIND_CLI = bicep.find_cli
 
 
 @pytest.fixture
@@ -46,8 +49,8 @@ def signed_in(machine, monkeypatch, arm) -> Path:
     spec_file.write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SUB)
     monkeypatch.setattr(AzureEnv, "credential", lambda self: FakeCredential())
-    monkeypatch.setattr(bicep, "find_cli", lambda which=None: ["bicep"])
-    monkeypatch.setattr(bicep, "cli_compiler", lambda which=None: lambda path: load("main.json"))
+    cli = fake_bicep_cli(machine / "bin", "bicep", bicep.MAIN_BICEP)
+    monkeypatch.setattr(bicep, "find_cli", lambda which=None: FIND_CLI(lambda name: str(cli) if name == "bicep" else None))
     return spec_file
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
-from azure_fakes import CMP, DEPLOYMENT, NET, NOW, SUB, NoCredential, answer_pool, answer_prerequisites, answer_redeploy, load
+from azure_fakes import (CMP, DEPLOYMENT, NET, NOW, SUB, NoCredential, answer_pool, answer_prerequisites, answer_redeploy,
+                         fake_bicep_cli, load)
 
 from deployer.targets.azure import bicep
 from deployer.targets.azure.identity import AzureEnv
@@ -64,8 +65,8 @@ def test_preflight_without_credentials_says_so_in_one_message_and_sends_nothing(
 
 def test_preflight_lists_every_missing_prerequisite_at_once(make_target, spec):
     bare = spec.model_copy(update={"azure": spec.azure.model_copy(update={"admin_cidr": None})})
-    target = make_target(spec=bare, subscription_id="11111111-2222-3333-4444-555555555555", compiler=None,
-                         credential=NoCredential())
+    target = make_target(spec=bare, subscription_id="11111111-2222-3333-4444-555555555555",
+                         which=lambda name: None, credential=NoCredential())
     with pytest.raises(MissingPrerequisite) as err:
         target.preflight()
     text = str(err.value)
@@ -100,11 +101,58 @@ def test_subscription_id_comes_from_the_environment(make_target):
 
 
 def test_bicep_cli_is_found_as_bicep_or_az_bicep():
-    assert bicep.find_cli(lambda name: "/usr/bin/bicep" if name == "bicep" else None) == ["bicep"]
-    assert bicep.find_cli(lambda name: "/usr/bin/az" if name == "az" else None) == ["az", "bicep"]
+    assert bicep.find_cli(lambda name: "/usr/bin/bicep" if name == "bicep" else None) == [
+        "/usr/bin/bicep", "build", "--stdout"]
+    assert bicep.find_cli(lambda name: "/usr/bin/az" if name == "az" else None) == [
+        "/usr/bin/az", "bicep", "build", "--stdout", "--file"]
     assert bicep.find_cli(lambda name: None) is None
     with pytest.raises(MissingPrerequisite, match="install it"):
         bicep.cli_compiler(lambda name: None)(bicep.MAIN_BICEP)
+
+
+@pytest.mark.parametrize("name", ["bicep", "az"])
+def test_the_compile_path_runs_the_cli_and_parses_its_stdout(tmp_path, name):
+    """`bicep build --stdout FILE` or `az bicep build --stdout --file FILE`, run for real (a fake CLI
+    printing the build output of main.bicep, and a warning on stderr): stdout is the template."""
+    cli = fake_bicep_cli(tmp_path, name, bicep.MAIN_BICEP)
+    compile_ = bicep.cli_compiler(lambda wanted: str(cli) if wanted == name else None)
+    assert compile_(bicep.MAIN_BICEP) == load("bicep_build_main.json")
+    with pytest.raises(TargetError, match=rf"^compiling {tmp_path}/other.bicep with `{name} .*build --stdout.*` failed: "
+                                          r"Error BCP091"):
+        compile_(tmp_path / "other.bicep")
+
+
+def test_the_compile_path_refuses_output_that_is_no_template(tmp_path):
+    cli = tmp_path / "bicep"
+    cli.write_text("#!/bin/sh\necho 'Bicep CLI version 0.30.23'\n")
+    cli.chmod(0o755)
+    with pytest.raises(TargetError, match="printed no ARM JSON"):
+        bicep.cli_compiler(lambda wanted: str(cli) if wanted == "bicep" else None)(bicep.MAIN_BICEP)
+
+
+def test_the_recorded_build_output_declares_what_main_bicep_declares():
+    """The build output the fakes compile to must not drift from the source: every parameter (type,
+    @secure as securestring, default, bounds) and output of main.bicep, with their descriptions."""
+    pycep = pytest.importorskip("pycep", reason="pycep-parser is a dev dependency")
+    source = pycep.BicepParser().parse(file_path=bicep.MAIN_BICEP)
+    built = load("bicep_build_main.json")
+    assert built["metadata"]["_generator"]["name"] == "bicep" and built["$schema"].endswith("deploymentTemplate.json#")
+    bounds = {"min_length": "minLength", "max_length": "maxLength", "min_value": "minValue", "max_value": "maxValue"}
+    assert set(built["parameters"]) == set(source["parameters"])
+    for name, param in source["parameters"].items():
+        decorators = {d["type"]: d.get("argument") for d in param["decorators"]}
+        expected = {"type": "securestring" if "secure" in decorators else param["type"],
+                    "metadata": {"description": decorators["description"]},
+                    **{arm: decorators[key] for key, arm in bounds.items() if key in decorators}}
+        if isinstance(param.get("default"), (int, str)):
+            expected["defaultValue"] = param["default"]
+        got = dict(built["parameters"][name])
+        if "defaultValue" not in expected:
+            got.pop("defaultValue", None)  # an expression, e.g. [resourceGroup().location]
+        assert got == expected, name
+    assert {k: (v["type"], v["metadata"]["description"]) for k, v in built["outputs"].items()} == {
+        k: (v["type"], next(d["argument"] for d in v["decorators"] if d["type"] == "description"))
+        for k, v in source["outputs"].items()}
 
 
 def test_credential_is_default_on_a_laptop_and_federated_in_a_pipeline():
@@ -127,7 +175,7 @@ def test_what_if_into_an_existing_group_previews_and_creates_nothing(target, arm
                         "(properties.ipConfigurations[0].properties.loadBalancerBackendAddressPools)")
     assert {m for m, _, _ in arm.sent()} == {"GET", "POST"}, "what-if sends no PUT or DELETE"
     (_, _, body), = arm.sent("POST", "/whatIf")
-    assert body["properties"]["mode"] == "Incremental" and body["properties"]["template"] == load("main.json")
+    assert body["properties"]["mode"] == "Incremental" and body["properties"]["template"] == load("bicep_build_main.json")
     assert parameters_sent(body)["joinBackendPool"] == {"value": False}
 
 
@@ -142,7 +190,7 @@ def test_what_if_without_the_group_previews_at_subscription_scope(target, arm):
     group, nested = body["properties"]["template"]["resources"]
     assert group == {"type": "Microsoft.Resources/resourceGroups", "apiVersion": "2022-09-01", "name": "rg-pgha",
                      "location": "westeurope", "tags": EXPECTED_TAGS}
-    assert nested["resourceGroup"] == "rg-pgha" and nested["properties"]["template"] == load("main.json")
+    assert nested["resourceGroup"] == "rg-pgha" and nested["properties"]["template"] == load("bicep_build_main.json")
     assert nested["properties"]["parameters"]["joinBackendPool"] == {"value": False}
     assert body["location"] == "westeurope"
 

@@ -20,29 +20,30 @@ Compiler = Callable[[Path], dict]
 
 
 def find_cli(which: Callable[[str], str | None] = shutil.which) -> list[str] | None:
-    """The command that runs the Bicep CLI here, or None."""
-    if which("bicep"):
-        return ["bicep"]
-    if which("az"):
-        return ["az", "bicep"]
+    """The command that prints ARM JSON for a Bicep file given last, with the CLI found here
+    (``<bicep> build --stdout`` or ``<az> bicep build --stdout --file``), or None."""
+    if path := which("bicep"):
+        return [path, "build", "--stdout"]
+    if path := which("az"):
+        return [path, "bicep", "build", "--stdout", "--file"]
     return None
 
 
 def cli_compiler(which: Callable[[str], str | None] = shutil.which) -> Compiler:
-    """A compiler using the Bicep CLI; MissingPrerequisite (naming the fix) when there is none."""
+    """A compiler using the Bicep CLI: its stdout parsed as the template (its warnings go to stderr);
+    MissingPrerequisite (naming the fix) when there is none, TargetError when it fails."""
 
     def compile_(path: Path) -> dict:
         cli = find_cli(which)
         if cli is None:
             raise MissingPrerequisite(NO_CLI)
-        args = [*cli, "build", "--stdout", str(path)] if cli == ["bicep"] else \
-            [*cli, "build", "--stdout", "--file", str(path)]
-        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        done = subprocess.run([*cli, str(path)], capture_output=True, text=True, check=False)
+        command = " ".join(Path(cli[0]).name if i == 0 else a for i, a in enumerate(cli))
         if done.returncode != 0:
-            raise TargetError(f"compiling {path} with `{' '.join(cli)}` failed: {done.stderr.strip()[-2000:]}")
+            raise TargetError(f"compiling {path} with `{command}` failed: {done.stderr.strip()[-2000:]}")
         try:
             return json.loads(done.stdout)
         except json.JSONDecodeError as exc:
-            raise TargetError(f"`{' '.join(cli)} build` of {path} printed no ARM JSON: {exc}") from None
+            raise TargetError(f"`{command}` of {path} printed no ARM JSON: {exc}") from None
 
     return compile_
