@@ -333,3 +333,11 @@ def test_every_job_sets_up_python_and_checks_the_agent_before_make(pipeline):
             assert "sys.version_info < (3, 11)" in check and "##vso[task.logissue type=error]" in check
             needed = {"make"} | ({"az", "openssl", "ssh", "ssh-keyscan"} if stage["stage"] != "Validate" else {"az"})
             assert needed <= set(re.search(r"for tool in (.*); do", check)[1].split()), stage["stage"]
+
+
+def test_attach_proves_the_deployment_idempotent_after_it(stages):
+    """Like Azure Verified Modules' deploy-twice tests: after attach, redeploying changes nothing;
+    the drift check exits non-zero otherwise (tests/azure/test_azure_drift.py)."""
+    texts = [script(s) for s in steps(stages["Attach"]) if s.get("task") == "AzureCLI@2"]
+    attach = next(i for i, t in enumerate(texts) if "--from attach --until attach" in t)
+    assert any("python -m deployer.targets.azure.drift --name \"$(stackName)\"" in t for t in texts[attach + 1:])

@@ -52,15 +52,27 @@ def short_id(resource_id: str) -> str:
     return tail if sep else resource_id.rpartition("/resourceGroups/")[2] or resource_id
 
 
+def _line(change: dict) -> str:
+    kind = change.get("changeType", "?")
+    line = f"{_SYMBOLS.get(kind, '?')} {kind} {short_id(change.get('resourceId', '?'))}"
+    paths = _effective_paths(change)
+    return line + (f" ({', '.join(paths)})" if paths else "")
+
+
+def _effective_paths(change: dict) -> list[str]:
+    return [d["path"] for d in change.get("delta") or [] if d.get("propertyChangeType") != "NoEffect"]
+
+
 def what_if_lines(result: dict) -> list[str]:
     """One line per change of a what-if result, az-style: ``+ Create <type>/<name>`` and, for a
     modification, the changed property paths."""
-    lines = []
-    for change in result.get("properties", {}).get("changes", []) or []:
-        kind = change.get("changeType", "?")
-        line = f"{_SYMBOLS.get(kind, '?')} {kind} {short_id(change.get('resourceId', '?'))}"
-        paths = [d["path"] for d in change.get("delta") or [] if d.get("propertyChangeType") != "NoEffect"]
-        if paths:
-            line += f" ({', '.join(paths)})"
-        lines.append(line)
-    return lines
+    return [_line(c) for c in result.get("properties", {}).get("changes", []) or []]
+
+
+def drift_lines(result: dict) -> list[str]:
+    """The changes of a what-if result that a redeploy would really make: neither ``NoChange`` nor
+    ``Ignore``, and no ``Modify`` whose every delta is ``NoEffect`` (what-if's known noise). Empty
+    when the deployment is idempotent, as Azure Verified Modules prove theirs."""
+    return [_line(c) for c in result.get("properties", {}).get("changes", []) or []
+            if c.get("changeType") not in ("NoChange", "Ignore")
+            and not (c.get("changeType") == "Modify" and not _effective_paths(c))]

@@ -76,8 +76,9 @@ def wrapper(rg: str, name: str, location: str, template: dict, parameters: dict,
 
 
 def what_if(az: Clients, rg: str, name: str, template: dict, parameters: dict, *,
-            new_group: tuple[str, str, dict] | None = None) -> list[str]:
-    """What deploying ``template`` would change, one az-style line per resource, also logged.
+            new_group: tuple[str, str, dict] | None = None) -> dict:
+    """What deploying ``template`` would change: the what-if result (REST JSON), its changes logged
+    one az-style line per resource (``convert.what_if_lines``).
     ``new_group`` = (plan deployment name, location, tags) previews at subscription scope through
     ``wrapper``, for a group that does not exist yet. Sends no PUT. A what-if that ARM ran and
     failed (HTTP 200, ``status: Failed`` and an ``error``) raises TargetError with its causes."""
@@ -97,7 +98,7 @@ def what_if(az: Clients, rg: str, name: str, template: dict, parameters: dict, *
                           f"{describe(body.get('error') or {})}")
     lines = convert.what_if_lines(body)
     log.info("what-if for %s: %d change(s)%s", where, len(lines), "".join(f"\n  {line}" for line in lines))
-    return lines
+    return body
 
 
 def deploy(az: Clients, rg: str, name: str, template: dict, parameters: dict, deployment_tags: dict) -> dict:

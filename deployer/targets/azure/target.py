@@ -218,8 +218,21 @@ class AzureTarget(Target):
         template, group = self._open_group()
         tags = self._tags()
         new_group = None if group else (f"{self.spec.name}-plan", self.spec.azure.location, tags)
-        return deployment.what_if(self._az, self.resource_group, self.deployment_name, template,
-                                  self._parameters(self._joined(group), tags), new_group=new_group)
+        return convert.what_if_lines(deployment.what_if(self._az, self.resource_group, self.deployment_name, template,
+                                                        self._parameters(self._joined(group), tags),
+                                                        new_group=new_group))
+
+    def drift(self) -> list[str]:
+        """What redeploying the stack as it stands would change, one line per real change
+        (``convert.drift_lines``): the what-if of the parameters of its last deployment (the attach
+        ones once attached) and its recorded tags. Empty when the deployment is idempotent; the
+        pipeline fails on anything else. TargetError when nothing was deployed."""
+        template, group = self._open_group()
+        if group is None or "tags" not in self.state.data:
+            raise TargetError(f"stack {self.spec.name} has nothing deployed to compare (provision it first)")
+        tags = self.state.data["tags"]
+        return convert.drift_lines(deployment.what_if(self._az, self.resource_group, self.deployment_name, template,
+                                                      self._parameters(self._joined(group), tags)))
 
     def is_up(self) -> bool:
         """True when the deployment's outputs are recorded, the group is ours and every VM runs."""
