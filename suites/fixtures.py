@@ -41,16 +41,22 @@ def stack_name(config) -> str:
     return config.option.stack or load_spec(Path(config.option.spec) if config.option.spec else DEFAULT_SPEC).name
 
 
+def _up(name: str) -> bool:
+    state = StackState.load(name)
+    return state is not None and state.done("attach")
+
+
 @pytest.fixture(scope="session")
 def stack(request) -> Stack:
     """The stack under test: attached when it is up, else deployed (all four stages) by the first
     worker to get here while the others wait on the lock; the controller tears it down at the end
     (``pytest_sessionfinish``) unless ``--keep-stack``."""
     opts, name = request.config.option, stack_name(request.config)
+    if _up(name):  # no lock for a stack that is up: the deploy's own smoke check runs under its lock
+        return Stack.attach(name)
     STATE_ROOT.mkdir(parents=True, exist_ok=True, mode=0o700)
     with FileLock(STATE_ROOT / f"{name}.lock"):
-        state = StackState.load(name)
-        if state is None or not state.done("attach"):
+        if not _up(name):
             _deployer("up", "--target", opts.target, "--spec", str(Path(opts.spec or DEFAULT_SPEC).resolve()),
                       "--name", name)
             (StackState.path_for(name).parent / DEPLOYED_BY).write_text(os.environ[RUN_ENV])
