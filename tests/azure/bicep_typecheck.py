@@ -34,15 +34,7 @@ TYPO_CUTOFF = 0.8
 
 
 def _refs(node):
-    if isinstance(node, dict):
-        if set(node) == {"$ref"}:
-            yield int(node["$ref"].rpartition("/")[2])
-        else:
-            for value in node.values():
-                yield from _refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _refs(value)
+    return (int(n["$ref"].rpartition("/")[2]) for n in _walk(node) if isinstance(n, dict) and set(n) == {"$ref"})
 
 
 def _renumber(node, new: dict[int, int]):
@@ -216,10 +208,6 @@ class Checker:
         if value not in (type_["value"], "<interpolated>"):
             self._problem(where, f"expected {type_['value']!r}, got {value!r}")
 
-    def _StringType(self, value, type_, where, template, seen) -> None:
-        if not isinstance(value, str):
-            self._problem(where, f"expected a string, got {_kind(value)} {value!r}")
-
     def _IntegerType(self, value, type_, where, template, seen) -> None:
         if not isinstance(value, int) or isinstance(value, bool):
             return self._problem(where, f"expected an int, got {_kind(value)} {value!r}")
@@ -227,9 +215,12 @@ class Checker:
         if (low is not None and value < low) or (high is not None and value > high):
             self._problem(where, f"{value} is outside {low}..{high}")
 
-    def _BooleanType(self, value, type_, where, template, seen) -> None:
-        if not isinstance(value, bool):
-            self._problem(where, f"expected a bool, got {_kind(value)} {value!r}")
+    def _primitive(self, value, type_, where, template, seen) -> None:
+        expected = {"StringType": str, "BooleanType": bool}[type_["$type"]]
+        if not isinstance(value, expected):
+            self._problem(where, f"expected a {_kind(expected())}, got {_kind(value)} {value!r}")
+
+    _StringType = _BooleanType = _primitive
 
     def _other(self, value, type_, where, template, seen) -> None:
         """``AnyType`` and anything this check does not model take every value."""
