@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from deployer.paths import DEFAULT_SPEC
 
@@ -122,7 +122,7 @@ class Patroni(Strict):
     ttl: int = Field(30, ge=20)
     loop_wait: int = Field(10, ge=1)
     retry_timeout: int = Field(10, ge=1)
-    synchronous_mode: bool = False
+    synchronous_mode: StrictBool = False
     maximum_lag_on_failover: int = Field(1048576, ge=0)
     wal_sender_timeout_ms: int = Field(10000, ge=1000)
 
@@ -263,9 +263,44 @@ class StackSpec(Strict):
         raise KeyError(f"no node {name!r} in the spec (nodes: {', '.join(n.name for n in self.nodes)})")
 
 
+#: A CIDR shorter than this admits most of the internet (a /7 is 1/128 of every address).
+MIN_PRIVATE_PREFIX = 8
+
+
 def admits_internet(source: str) -> bool:
-    """True when a source, as a spec or a platform spells it, admits addresses on the internet."""
-    return source in OPEN_SOURCES or source.startswith(NEGATION)
+    """True when a source, as a spec or a platform spells it, admits addresses on the internet: an
+    "anyone" tag or spelling, a negation ("all but ..."), or a CIDR shorter than /8."""
+    if source in OPEN_SOURCES or source.startswith(NEGATION):
+        return True
+    try:
+        return ipaddress.ip_network(source, strict=False).prefixlen < MIN_PRIVATE_PREFIX
+    except ValueError:
+        return False
+
+
+#: Admin user names Azure refuses for Linux VMs.
+AZURE_RESERVED_USERS = frozenset({
+    "administrator", "admin", "user", "user1", "test", "user2", "test1", "user3", "admin1", "1", "123", "a",
+    "actuser", "adm", "admin2", "aspnet", "backup", "console", "david", "guest", "john", "owner", "root", "server",
+    "sql", "support", "support_388945a0", "sys", "test2", "test3", "user4", "user5"})
+
+
+def check_for_target(spec: StackSpec, target: str) -> StackSpec:
+    """The fields only one target reads, checked when that target is chosen (before anything is
+    created); SpecError naming each offending field."""
+    if target != "azure":
+        return spec
+    errors = [f"nodes.{i}.zone: {n.zone!r} is not an Azure availability zone (1, 2 or 3)"
+              for i, n in enumerate(spec.nodes) if n.zone not in ("1", "2", "3")]
+    if not re.fullmatch(r"[a-z][a-z0-9]{2,39}", spec.azure.location):
+        errors.append(f"azure.location: {spec.azure.location!r} is not an Azure region name (e.g. westeurope)")
+    if not re.fullmatch(r"(Standard|Basic)_[A-Za-z0-9_]+", spec.azure.vm_size):
+        errors.append(f"azure.vm_size: {spec.azure.vm_size!r} is not an Azure VM size (e.g. Standard_B2s)")
+    if spec.admin_user in AZURE_RESERVED_USERS:
+        errors.append(f"admin_user: Azure refuses {spec.admin_user!r} as an administrator name")
+    if errors:
+        raise SpecError("the spec is invalid for target azure:\n" + "\n".join(f"  {e}" for e in errors))
+    return spec
 
 
 def check_stack_name(name: str) -> str:

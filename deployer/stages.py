@@ -19,7 +19,7 @@ from typing import Callable
 from deployer.configure import run_playbook
 from deployer.paths import REPO, SUITES, run_reports
 from deployer.secrets import Secrets
-from deployer.spec import StackSpec
+from deployer.spec import StackSpec, check_for_target
 from deployer.state import STAGES, StackState
 from deployer.targets import Target, TargetError, get
 
@@ -27,7 +27,9 @@ log = logging.getLogger("deployer")
 
 
 def open_stack(name: str, target_name: str, spec: StackSpec, spec_path: Path) -> tuple[StackState, Target]:
-    """Load or create the state of ``name`` and its target; refuses to switch a stack's target."""
+    """Load or create the state of ``name`` and its target; refuses to switch a stack's target and
+    a spec whose target-only fields that target refuses."""
+    check_for_target(spec, target_name)
     state = StackState.load(name)
     if state is None:
         state = StackState(name=name, target=target_name, spec_path=str(spec_path.resolve()))

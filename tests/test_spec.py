@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
 
 from deployer.budgets import Budgets
-from deployer.spec import DEFAULT_SPEC, SpecError, check_stack_name, load_spec, parse_spec
+from deployer.spec import (DEFAULT_SPEC, SpecError, admits_internet, check_for_target, check_stack_name, load_spec,
+                           parse_spec)
 
 RAW = yaml.safe_load(DEFAULT_SPEC.read_text())
 
@@ -127,3 +129,36 @@ def test_bad_stack_names_are_refused(name):
 
 def test_good_stack_names_pass():
     assert [check_stack_name(n) for n in ("pgha", "ci-42")] == ["pgha", "ci-42"]
+
+
+@pytest.mark.parametrize("source", ["0.0.0.0/1", "0.0.0.0/4", "128.0.0.0/7"])
+def test_a_source_admitting_most_of_the_internet_counts_as_open(source):
+    rule = {"name": "wide", "priority": 200, "access": "allow", "source": source, "ports": ["postgres"]}
+    raw = copy.deepcopy(RAW)
+    raw["security_rules"].insert(0, rule)
+    with pytest.raises(SpecError, match=f"opens postgres to '{re.escape(source)}'"):
+        parse_spec(raw)
+
+
+def test_a_private_range_is_not_the_internet():
+    assert not admits_internet("10.0.0.0/8") and not admits_internet("VirtualNetwork")
+    assert admits_internet("not 10.0.0.0/16") and admits_internet("Internet") and admits_internet("0.0.0.0/0")
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "true"])
+def test_booleans_accept_only_booleans(value):
+    with pytest.raises(SpecError, match="patroni.synchronous_mode"):
+        parse_spec(changed("patroni.synchronous_mode", value))
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("nodes.0.zone", "4", "nodes.0.zone"),
+    ("azure.location", "West Europe", "azure.location"),
+    ("azure.vm_size", "b2s", "azure.vm_size"),
+    ("admin_user", "admin", "admin_user: Azure refuses 'admin'"),
+])
+def test_azure_only_fields_are_checked_when_the_target_is_azure(path, value, message):
+    spec = parse_spec(changed(path, value))
+    assert check_for_target(spec, "local") is spec, "the local target does not read these fields"
+    with pytest.raises(SpecError, match=message):
+        check_for_target(spec, "azure")
