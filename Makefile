@@ -6,7 +6,7 @@ NAME ?= pgha
 DEBS := systemd-container debootstrap nftables iproute2 openssh-client
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: drill test unit e2e deps venv checkov image bench-deploy lint down clean
+.PHONY: drill test unit e2e deps venv checkov image bench-deploy lint down clean mutation
 
 ## drill: deploy the staged stack on the local target, run the suites, write reports/, tear down
 drill: deps venv image
@@ -41,6 +41,13 @@ checkov: .venv-checkov/.installed
 ## image: bake the VM image (cached by content hash under /var/cache/pgha/images)
 image: deps venv
 	$(PY) -m deployer.cli image
+
+## mutation: mutmut over the contract checks, the checkers and the spec model -> reports/mutation.json
+mutation: venv
+	rm -rf mutants
+	$(VENV)/bin/mutmut run > /dev/null || true
+	$(VENV)/bin/mutmut export-cicd-stats
+	$(PY) -m deployer.mutation mutants/mutmut-cicd-stats.json reports/mutation.json
 
 bench-deploy: deps venv
 	$(PY) -m deployer.targets.local.bench --name $(NAME)

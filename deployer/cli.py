@@ -4,6 +4,8 @@
     deployer status [--name NAME] [--json]
     deployer down   [--name NAME]
     deployer image  [--spec FILE]
+    deployer break  DEFECT [--name NAME]  # seed a documented misconfiguration (deployer/defects.py)
+    deployer heal   [--name NAME]         # undo every seeded one, back to exactly the spec
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--name", help="stack name (default: the default spec's name)")
         if name == "status":
             sp.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
+    brk = sub.add_parser("break", help="apply a documented misconfiguration to a live local stack")
+    brk.add_argument("defect", help="one of the defects in deployer/defects.py")
+    brk.add_argument("--name", help="stack name (default: the default spec's name)")
+    hl = sub.add_parser("heal", help="undo every defect applied with `deployer break`")
+    hl.add_argument("--name", help="stack name (default: the default spec's name)")
     img = sub.add_parser("image", help="bake the local VM image (cached by content hash)")
     img.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="stack spec file (default: stack.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every command run")
@@ -95,6 +102,24 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_break(args) -> int:
+    from deployer import defects
+    from deployer.stack import Stack
+
+    defect = defects.apply(Stack.attach(check_stack_name(args.name or load_spec(DEFAULT_SPEC).name)), args.defect)
+    console.print(f"Applied {defect.name}: {defect.description}. Guarded by: {', '.join(defect.guards)}.")
+    return 0
+
+
+def cmd_heal(args) -> int:
+    from deployer import defects
+    from deployer.stack import Stack
+
+    healed = defects.heal(Stack.attach(check_stack_name(args.name or load_spec(DEFAULT_SPEC).name)))
+    console.print(f"Healed {', '.join(healed)}." if healed else "No defect was applied; nothing to heal.")
+    return 0
+
+
 def cmd_down(args) -> int:
     name = check_stack_name(args.name or load_spec(DEFAULT_SPEC).name)
     if StackState.load(name) is None:
@@ -143,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                         handlers=[RichHandler(console=console, show_path=False, markup=False)])
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every HTTP request at INFO
     try:
-        return {"up": cmd_up, "status": cmd_status, "down": cmd_down, "image": cmd_image}[args.command](args)
+        return {"up": cmd_up, "status": cmd_status, "down": cmd_down, "image": cmd_image,
+                "break": cmd_break, "heal": cmd_heal}[args.command](args)
     except (SpecError, TargetError) as exc:
         console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
         return 2

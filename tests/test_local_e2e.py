@@ -10,9 +10,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
+from deployer import defects
+from deployer.paths import REPORTS
 from deployer.spec import load_spec
 from deployer.state import StackState
 from deployer.targets import get
@@ -78,6 +81,47 @@ def test_the_suites_pass_against_the_stack(deployed):
     proc = subprocess.run([sys.executable, "-m", "pytest", "suites", "--stack", NAME, "-q", "-m", "not teardown",
                            "-p", "no:cacheprovider"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:]
+
+
+def _read_only_suites(*selection: str, junit: Path) -> dict[str, str]:
+    """Run the read-only suites (or ``selection``) against the e2e stack; failed test id -> message."""
+    args = list(selection) or ["suites", "-m", "smoke or acceptance", "-n", "2"]
+    subprocess.run([sys.executable, "-m", "pytest", *args, "--stack", NAME, "-q", "-p", "no:cacheprovider",
+                    f"--junitxml={junit}"], capture_output=True, text=True)
+    failed = {}
+    for case in ElementTree.parse(junit).iter("testcase"):
+        for problem in [*case.iter("failure"), *case.iter("error")]:
+            test_id = f"{case.get('classname').replace('.', '/')}.py::{case.get('name')}"
+            failed[test_id] = f"{problem.get('message', '')}\n{problem.text or ''}"
+    return failed
+
+
+def test_every_seeded_defect_is_caught_by_its_guard_naming_it_and_heal_restores_the_spec(deployed, tmp_path):
+    """Detection power: each defect of ``deployer/defects.py``, applied with ``deployer break``, makes
+    its guarding tests fail with a message containing its evidence; after ``deployer heal`` those
+    tests pass again, and at the end every read-only suite does. Writes reports/detection.json."""
+    results, problems = {}, []
+    for defect in defects.CATALOGUE:
+        deployer("break", defect.name, "--name", NAME)
+        try:
+            failed = _read_only_suites(junit=tmp_path / f"{defect.name}-broken.xml")
+        finally:
+            deployer("heal", "--name", NAME)
+        caught = sorted(t for t in failed if any(t.endswith(g) for g in defect.guards))
+        named = [t for t in caught if defect.evidence in failed[t]]
+        results[defect.name] = {"description": defect.description, "caught_by": caught,
+                                "message": failed[named[0]].strip().splitlines()[0][:500] if named else None,
+                                "also_failed": sorted(set(failed) - set(caught))}
+        if len(caught) != len(defect.guards) or not named:
+            problems.append(f"{defect.name}: guards {defect.guards}, failed {sorted(failed)}, naming it: {named}")
+        guards = [f"suites/{g}" for g in defect.guards]
+        still = _read_only_suites(*guards, junit=tmp_path / f"{defect.name}-healed.xml")
+        if still:
+            problems.append(f"{defect.name}: after heal still failing {sorted(still)}")
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "detection.json").write_text(json.dumps(results, indent=2) + "\n")
+    assert not problems, "\n".join(problems)
+    assert _read_only_suites(junit=tmp_path / "healed.xml") == {}, "a read-only suite fails after every heal"
 
 
 def test_up_after_a_run_that_died_cleans_the_leftovers_first(deployed):

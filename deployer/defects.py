@@ -1,0 +1,208 @@
+"""Seeded misconfigurations (``deployer break DEFECT`` / ``deployer heal``): each one a realistic
+defect applied to a live local stack, the suites that must catch it, and its undo back to exactly
+the spec. The project's own e2e run applies every one, runs the read-only suites, checks that the
+guarding test failed with a message naming the defect, heals, and writes ``reports/detection.json``.
+
+A defect differs from a fault (``deployer.drills.nemesis``): a fault is an outage the cluster must
+survive; a defect is a wrong configuration the suites must notice. Applied defects are recorded in
+the stack's state (``defects``), so ``heal`` in another process undoes exactly those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import requests
+
+from deployer import patroni
+from deployer.drills.trial import converged
+from deployer.inventory import role_defaults
+from deployer.stack import Stack
+from deployer.targets import TargetError
+from deployer.targets.local import lb, nsg
+from deployer.targets.local.cmd import run
+from deployer.targets.local.network import Layout
+from deployer.wait import wait_until
+
+log = logging.getLogger("deployer.defects")
+
+
+@dataclasses.dataclass(frozen=True)
+class Defect:
+    """``guards``: the tests (node id suffixes) that must fail on it; ``evidence``: a string their
+    failure message must contain, so the failure names the defect rather than happening to fail."""
+
+    name: str
+    description: str
+    guards: tuple[str, ...]
+    evidence: str
+    apply: Callable[[Stack], None]
+    heal: Callable[[Stack], None]
+
+
+def _local(stack: Stack):
+    if stack.target.name != "local":
+        raise TargetError(f"this defect edits the local target's own NSG or load balancer, not {stack.target.name}'s")
+    return stack.target
+
+
+def _load_nsg(stack: Stack, spec) -> None:
+    """Replace the NSG tables with those rendered from ``spec`` (atomic; the fault tables stay)."""
+    run(["nft", "-f", "-"], netns=_local(stack).layout.vnet, input=nsg.render(Layout(spec, stack.state.name)))
+
+
+def _open_postgres(stack: Stack) -> None:
+    target, spec = _local(stack), stack.spec
+    run(["nft", "insert", "rule", "inet", nsg.TABLE, "forward", f'oifname "br0" ip daddr {spec.network.subnet_cidr} '
+         f'tcp dport {spec.ports.postgres} accept comment "added by hand"'], netns=target.layout.vnet)
+
+
+def _without_etcd_peer(stack: Stack) -> None:
+    spec = stack.spec
+    rules = [r.model_copy(update={"ports": [p for p in r.ports if p != "etcd_peer"]}) if r.name == "allow-cluster" else r
+             for r in spec.security_rules]
+    _load_nsg(stack, spec.model_copy(update={"security_rules": rules}))
+
+
+def _restore_nsg(stack: Stack) -> None:
+    _load_nsg(stack, stack.spec)
+    converged(stack)
+
+
+def _victim(stack: Stack) -> str:
+    return stack.spec.nodes[-1].name
+
+
+def _drop_member(stack: Stack) -> None:
+    lb.remove_member(_local(stack).lb_dir, _victim(stack))
+
+
+def _hba_file(stack: Stack, node: str) -> str:
+    [[path]] = stack.psql(node, "SHOW hba_file")
+    return path
+
+
+def _as_postgres(stack: Stack, node: str, *argv: str) -> None:
+    stack.ssh(node, ["sudo", "-u", "postgres", *argv])
+
+
+def _reject_replication(stack: Stack) -> None:
+    leader = stack.leader()
+    replica = next(m for m in stack.cluster() if m.role == "replica")
+    hba = _hba_file(stack, leader.name)
+    _as_postgres(stack, leader.name, "sed", "-i", f"1i host replication all {replica.address}/32 reject", hba)
+    stack.psql(leader.name, "SELECT pg_reload_conf()")
+    stack.psql(leader.name, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication "
+                            f"WHERE client_addr = '{replica.address}'")  # its reconnect meets the reject
+    wait_until(f"Patroni to report {replica.name} no longer streaming", stack.cluster,
+               lambda members: any(m.name == replica.name and m.state != "streaming" for m in members),
+               timeout=stack.budgets.converge_s)
+
+
+def _unreject_replication(stack: Stack) -> None:
+    for node in stack.spec.nodes:
+        _as_postgres(stack, node.name, "sed", "-i", "/ reject$/d", _hba_file(stack, node.name))
+        stack.psql(node.name, "SELECT pg_reload_conf()")
+    converged(stack)
+
+
+def _trust_in_hba(stack: Stack) -> None:
+    node = stack.spec.nodes[1].name
+    hba = _hba_file(stack, node)
+    _as_postgres(stack, node, "sed", "-i", f"$a host all all {stack.spec.network.subnet_cidr} trust", hba)
+    stack.psql(node, "SELECT pg_reload_conf()")
+
+
+def _untrust_hba(stack: Stack) -> None:
+    for node in stack.spec.nodes:
+        _as_postgres(stack, node.name, "sed", "-i", "/ trust$/d", _hba_file(stack, node.name))
+        stack.psql(node.name, "SELECT pg_reload_conf()")
+
+
+def _haproxy_check(listener: str, old: str, new: str) -> Callable[[Stack], None]:
+    """Edit the health-check path of one listener in every node's HAProxy config, then reload."""
+    config = role_defaults()["haproxy"]["haproxy_config_file"]
+
+    def edit(stack: Stack) -> None:
+        for node in stack.spec.nodes:
+            stack.ssh(node.name, ["sudo", "sed", "-i", f"/^listen {listener}$/,/^listen/ s#httpchk GET {old}$#httpchk GET {new}#",
+                                  config])
+            stack.ssh(node.name, ["sudo", "systemctl", "reload", "haproxy"])
+    return edit
+
+
+def _set_ttl(offset: int) -> Callable[[Stack], None]:
+    def patch(stack: Stack) -> None:
+        user = role_defaults()["patroni"]["patroni_restapi_username"]
+        leader = stack.leader().name
+        ttl = stack.spec.patroni.ttl + offset
+        resp = requests.patch(f"{stack.target.patroni_url(leader)}/config", json={"ttl": ttl},
+                              auth=(user, stack.secrets["rest_api"]), timeout=10)
+        if resp.status_code != 200:
+            raise TargetError(f"Patroni refused ttl={ttl}: {resp.status_code} {resp.text.strip()}")
+        wait_until(f"every node's /config to say ttl {ttl}",
+                   lambda: {patroni.get(stack.target, n.name, "/config")["ttl"] for n in stack.spec.nodes},
+                   lambda seen: seen == {ttl}, timeout=stack.budgets.converge_s)
+    return patch
+
+
+CATALOGUE: tuple[Defect, ...] = (
+    Defect("nsg-open-postgres", "an NSG rule, added by hand without our comment, opens 5432 to the internet",
+           ("test_smoke.py::test_readbacks_satisfy_the_target_contract",
+            "test_smoke.py::test_protected_ports_closed_from_the_internet[postgres]"),
+           "5432", _open_postgres, _restore_nsg),
+    Defect("nsg-no-etcd-peer", "the NSG rule for the cluster lacks etcd's peer port 2380",
+           ("test_smoke.py::test_readbacks_satisfy_the_target_contract",
+            "test_network.py::test_between_nodes_exactly_the_allowed_ports_pass"),
+           "2380", _without_etcd_peer, _restore_nsg),
+    Defect("lb-missing-member", "the last node is missing from the load balancer's backend pool",
+           ("test_smoke.py::test_every_node_healthy_in_the_load_balancer",
+            "test_smoke.py::test_readbacks_satisfy_the_target_contract"),
+           "backend pool", _drop_member, lambda stack: _local(stack).attach()),
+    Defect("replica-not-streaming", "a replica cannot stream: the leader's pg_hba rejects its replication connection",
+           ("test_smoke.py::test_one_leader_and_streaming_replicas",
+            "test_replication.py::test_leader_streams_to_every_replica"),
+           "streaming", _reject_replication, _unreject_replication),
+    Defect("replicas-route-to-leader", "every node's HAProxy checks /health for 5001, so 5001 routes to the leader too",
+           ("test_haproxy.py::test_every_node_routes_primary_to_the_leader_and_replicas_to_the_replicas",),
+           "replicas", _haproxy_check("replicas", "/replica", "/health"),
+           _haproxy_check("replicas", "/health", "/replica")),
+    Defect("haproxy-wrong-endpoint", "every node's HAProxy checks /replica for 5000, so writes go to replicas",
+           ("test_haproxy.py::test_every_node_routes_primary_to_the_leader_and_replicas_to_the_replicas",
+            "test_smoke.py::test_write_lands_on_leader_and_reads_back_from_a_replica"),
+           "primary", _haproxy_check("primary", "/primary", "/replica"),
+           _haproxy_check("primary", "/replica", "/primary")),
+    Defect("dcs-ttl", "Patroni's ttl in the DCS is 5 s longer than the spec's",
+           ("test_patroni.py::test_the_dynamic_configuration_equals_the_spec_on_every_node",),
+           "ttl", _set_ttl(5), _set_ttl(0)),
+    Defect("hba-trust", "a node's pg_hba trusts the whole subnet",
+           ("test_hosts.py::test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local",),
+           "trust", _trust_in_hba, _untrust_hba),
+)
+BY_NAME = {d.name: d for d in CATALOGUE}
+
+
+def apply(stack: Stack, name: str) -> Defect:
+    """Apply defect ``name`` and record it in the state."""
+    if name not in BY_NAME:
+        raise TargetError(f"unknown defect {name!r}; known: {', '.join(BY_NAME)}")
+    defect = BY_NAME[name]
+    log.info("Breaking %s: %s.", stack.state.name, defect.description)
+    defect.apply(stack)
+    stack.state.data["defects"] = [d for d in stack.state.data.get("defects", []) if d != name] + [name]
+    stack.state.save()
+    return defect
+
+
+def heal(stack: Stack) -> list[str]:
+    """Undo every recorded defect, newest first; the names healed."""
+    healed = []
+    for name in reversed(stack.state.data.get("defects", [])):
+        log.info("Healing %s: %s no more.", stack.state.name, BY_NAME[name].description)
+        BY_NAME[name].heal(stack)
+        healed.append(name)
+        stack.state.data["defects"] = [d for d in stack.state.data["defects"] if d != name]
+        stack.state.save()
+    return healed
