@@ -116,3 +116,67 @@ def test_throughput_counts_per_bucket_including_empty_ones():
     assert [(b.ok, b.fail, b.unknown) for b in t.buckets] == [(2, 1, 0), (0, 0, 0), (0, 0, 1), (1, 0, 0)]
     assert t.buckets[0].start == 0.0 and "2 bucket(s) without" in t.summary
     assert throughput([]).buckets == ()
+
+
+# ----- the sentences a person reads: exact, so a verdict never says less than it found -----
+
+def test_set_summaries_name_every_count_and_problem():
+    assert check_set(HISTORY, {"k1", "k2", "k4"}).summary == (
+        "2 ok, 1 failed, 2 unknown writes: none lost, none unexpected; 1 unknown recovered, 1 never applied.")
+    many = [w(f"k{i}", i, i + 0.1) for i in range(5)]
+    assert check_set(many + [w("x", 9, 9.1, "fail")], {"ghost", "x"}).summary == (
+        "5 ok, 1 failed, 0 unknown writes: 5 lost (k0, k1, k2, ...); 1 unexpected (ghost); "
+        "1 failed but present (x); 0 unknown recovered, 0 never applied.")
+
+
+def test_write_gap_summaries_say_when_writes_failed_and_resumed():
+    history = steady(5.0) + [w("f", 5.0, 5.5, "fail")] + steady(12.0, start=8.0, prefix="b")
+    v = check_write_gap(history, 5.0, 7.0, budget_s=4.0)
+    assert v.summary == ("Longest write gap 3.10 s (budget 4.0 s); first failure +0.50 s, first acknowledged "
+                         "write +3.05 s after the fault, after the heal.")
+    assert v.valid and (v.gap_start, v.gap_end) == pytest.approx((4.95, 8.05))
+    never = check_write_gap(steady(5.0), 5.0, budget_s=1.0, until=12.0)
+    assert not never.valid and never.summary == (
+        "Writes never resumed after the fault: no acknowledged write for 7.05 s until the end (budget 1.0 s).")
+
+
+def test_single_writer_summaries_name_epochs_and_overlaps():
+    ok = steady(1.0, server="a", tl=1) + steady(2.0, server="b", tl=2, start=1.05, prefix="b")
+    assert check_single_writer(ok).summary == (
+        f"One writable primary at a time: {len(ok)} acknowledged writes over 2 epoch(s) a@1 -> b@2.")
+    stale = ok + [w("late", 1.5, 1.6, server="a", tl=1)]
+    v = check_single_writer(stale)
+    assert v.summary.startswith("Two writable primaries: 1 write(s) acknowledged by an older primary after a newer "
+                                "one had acknowledged (first: a at 1.600 after b at ")
+
+
+def test_throughput_counts_every_outcome_per_aligned_bucket():
+    history = [w("a", 0.0, 0.2), w("b", 0.3, 0.6, "fail"), w("c", 1.1, 1.4, "unknown"), w("d", 3.0, 3.5)]
+    t = throughput(history, 1.0)
+    assert [(b.start, b.ok, b.fail, b.unknown) for b in t.buckets] == [
+        (0.0, 1, 1, 0), (1.0, 0, 0, 1), (2.0, 0, 0, 0), (3.0, 1, 0, 0)]
+    assert t.summary == "4 writes over 4 bucket(s) of 1 s: peak 1 ok per bucket, 2 bucket(s) without an acknowledged write."
+    assert throughput([], 1.0).summary == "No writes." and throughput([], 1.0).buckets == ()
+
+
+def test_throughput_buckets_of_half_a_second_start_on_a_multiple():
+    history = [w("a", 10.0, 10.3), w("b", 10.4, 10.6), w("c", 10.7, 10.8, "fail"), w("d", 11.0, 11.7)]
+    t = throughput(history, 0.5)
+    assert t.bucket_s == 0.5
+    assert [(b.start, b.ok, b.fail) for b in t.buckets] == [(10.0, 1, 0), (10.5, 1, 1), (11.0, 0, 0), (11.5, 1, 0)]
+    assert t.summary.endswith("peak 1 ok per bucket, 1 bucket(s) without an acknowledged write.")
+
+
+def test_single_writer_without_timelines_ranks_servers_by_first_appearance():
+    ok = steady(1.0, server="a") + steady(2.0, server="b", start=1.05, prefix="b")
+    v = check_single_writer(ok)
+    assert v.valid and v.epochs == (("a", None), ("b", None)) and v.summary.endswith("2 epoch(s) a -> b.")
+    assert not check_single_writer(ok + [w("late", 1.5, 1.6, server="a")]).valid
+
+
+def test_write_gap_boundaries_count_a_write_ending_at_the_fault_as_before_it():
+    history = [w("a", 4.0, 5.0), w("b", 7.0, 8.0)]
+    v = check_write_gap(history, 5.0, heal_at=8.0, budget_s=3.0)
+    assert (v.gap_start, v.gap_end, v.gap_s) == (5.0, 8.0, 3.0) and v.valid, "a gap equal to the budget is within it"
+    assert v.resumed_before_heal is False and v.budget_s == 3.0 and v.first_failed_at is None
+    assert check_write_gap(history, 5.0, until=7.5).first_ok_after_fault_at is None

@@ -83,3 +83,22 @@ def test_backend_pool_fails_on_a_broken_read_back(pool, healthy, message):
 def test_a_pool_that_is_not_empty_before_attach_fails():
     with pytest.raises(AssertionError, match="backend pool: expected \\[\\]"):
         contract.check_backend_pool(platform(), expect_members=False)
+
+
+def test_an_empty_or_mistyped_read_back_fails():
+    with pytest.raises(AssertionError, match="expected RuleInForce items"):
+        contract.check_security_rules(platform(rules=[]))
+    with pytest.raises(AssertionError, match="expected PoolMember items"):
+        contract.check_backend_pool(platform(pool=[("pg1", "10.0.1.4", True)]), expect_members=True)
+    target = platform()
+    for answer in ("nothing left", [1]):
+        target.leftovers = lambda answer=answer: answer
+        with pytest.raises(AssertionError, match="expected list\\[str\\]"):
+            contract.check_leftovers(target)
+
+
+def test_an_extra_rule_is_reported_with_what_it_admits():
+    extra = RuleInForce("unmanaged:x", 0, "inbound", "allow", "tcp", ("0.0.0.0/0",), (5432,))
+    with pytest.raises(AssertionError) as err:
+        contract.check_security_rules(platform(rules=faithful_rules() + [extra]))
+    assert str(err.value).startswith(f"the NSG holds rules the spec does not have (or twice): unmanaged:x: {extra}")

@@ -162,3 +162,51 @@ def test_azure_only_fields_are_checked_when_the_target_is_azure(path, value, mes
     assert check_for_target(spec, "local") is spec, "the local target does not read these fields"
     with pytest.raises(SpecError, match=message):
         check_for_target(spec, "azure")
+
+
+def test_azure_problems_are_listed_together_by_field():
+    raw = changed("admin_user", "root")
+    raw["nodes"][2]["zone"] = "9"
+    raw["azure"]["location"] = "Nowhere"
+    with pytest.raises(SpecError) as err:
+        check_for_target(parse_spec(raw), "azure")
+    assert str(err.value) == (
+        "the spec is invalid for target azure:\n"
+        "  nodes.2.zone: '9' is not an Azure availability zone (1, 2 or 3)\n"
+        "  azure.location: 'Nowhere' is not an Azure region name (e.g. westeurope)\n"
+        "  admin_user: Azure refuses 'root' as an administrator name")
+
+
+def test_a_reported_cidr_with_host_bits_is_judged_by_its_length():
+    assert admits_internet("1.2.3.4/1") and not admits_internet("10.1.2.3/8")
+
+
+def test_rule_ports_take_names_and_numbers():
+    raw = copy.deepcopy(RAW)
+    raw["security_rules"][2]["ports"] = ["postgres", 6432, 5432]
+    spec = parse_spec(raw)
+    assert spec.rule_ports(spec.security_rules[2]) == [5432, 6432]
+
+
+def test_the_stack_name_message_says_what_is_allowed():
+    with pytest.raises(SpecError) as err:
+        check_stack_name("Bad")
+    assert str(err.value) == ("stack name 'Bad' is invalid: use 1-15 lower-case letters, digits and '-', "
+                              "starting with a letter")
+
+
+def test_node_finds_by_name_and_names_the_known_ones():
+    spec = load_spec()
+    assert str(spec.node("pg2").address) == "10.0.1.5"
+    with pytest.raises(KeyError, match=r"no node 'pg9' in the spec \(nodes: pg1, pg2, pg3\)"):
+        spec.node("pg9")
+
+
+def test_a_spec_that_is_not_a_mapping_is_refused(tmp_path):
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n")
+    with pytest.raises(SpecError, match=f"^{re.escape(str(bad))}: the top level must be a mapping$"):
+        load_spec(bad)
+    bad.write_text("name: pgha\n")
+    with pytest.raises(SpecError, match=f"^{re.escape(str(bad))} is invalid:\n  network: Field required\n  nodes"):
+        load_spec(bad)
