@@ -6,7 +6,7 @@ NAME ?= pgha
 DEBS := systemd-container debootstrap nftables iproute2 openssh-client
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: drill test unit e2e deps venv checkov image bench-deploy lint down clean mutation
+.PHONY: drill test unit e2e deps venv checkov image bench-deploy lint down clean mutation bench-smoke
 
 ## drill: deploy the staged stack on the local target, run the suites, write reports/, tear down
 drill: deps venv image
@@ -48,6 +48,11 @@ mutation: venv
 	$(VENV)/bin/mutmut run > /dev/null || true
 	$(VENV)/bin/mutmut export-cicd-stats
 	$(PY) -m deployer.mutation mutants/mutmut-cicd-stats.json reports/mutation.json
+
+## bench-smoke: seconds of `pytest -m smoke` on a live stack (deployed first if absent), proof it changed nothing
+bench-smoke: deps venv image
+	$(PY) -m deployer.cli status --name $(NAME) > /dev/null 2>&1 || $(PY) -m deployer.cli up --name $(NAME)
+	$(PY) -m deployer.smoke_bench --name $(NAME)
 
 bench-deploy: deps venv
 	$(PY) -m deployer.targets.local.bench --name $(NAME)

@@ -5,7 +5,8 @@ no stack of that name is up, the session deploys the full staged stack through t
 tears it down at the end, unless ``--keep-stack``. ``--spec`` and ``--target`` say what to deploy;
 ``--timeout-multiplier`` scales every deadline (this process, xdist workers, deployers started).
 A run of the suites writes ``reports/<run id>/`` (``reports/latest`` points at it): JUnit XML
-(xunit2), the HTML page, drill records, and log bundles of failed tests.
+(xunit2), a self-contained pytest-html report (drill cards and plots beside their tests, log
+bundles linked from failed tests), drill records, and log bundles of failed tests.
 """
 
 from __future__ import annotations
@@ -51,3 +52,6 @@ def pytest_configure(config):
         point_latest(reports)
         if not config.option.xmlpath:
             config.option.xmlpath = str(reports / "junit.xml")
+        if not config.option.htmlpath:
+            config.option.htmlpath = str(reports / "report.html")
+            config.option.self_contained_html = True

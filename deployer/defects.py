@@ -151,7 +151,7 @@ def _set_ttl(offset: int) -> Callable[[Stack], None]:
 CATALOGUE: tuple[Defect, ...] = (
     Defect("nsg-open-postgres", "an NSG rule, added by hand without our comment, opens 5432 to the internet",
            ("test_smoke.py::test_readbacks_satisfy_the_target_contract",
-            "test_smoke.py::test_protected_ports_closed_from_the_internet[postgres]"),
+            "test_smoke.py::test_from_the_internet_only_the_client_ports_answer"),
            "5432", _open_postgres, _restore_nsg),
     Defect("nsg-no-etcd-peer", "the NSG rule for the cluster lacks etcd's peer port 2380",
            ("test_smoke.py::test_readbacks_satisfy_the_target_contract",
@@ -166,7 +166,8 @@ CATALOGUE: tuple[Defect, ...] = (
             "test_replication.py::test_leader_streams_to_every_replica"),
            "streaming", _reject_replication, _unreject_replication),
     Defect("replicas-route-to-leader", "every node's HAProxy checks /health for 5001, so 5001 routes to the leader too",
-           ("test_haproxy.py::test_every_node_routes_primary_to_the_leader_and_replicas_to_the_replicas",),
+           ("test_haproxy.py::test_every_node_routes_primary_to_the_leader_and_replicas_to_the_replicas",
+            "test_haproxy.py::test_through_every_nodes_haproxy_5000_reaches_the_leader_and_5001_every_replica"),
            "replicas", _haproxy_check("replicas", "/replica", "/health"),
            _haproxy_check("replicas", "/health", "/replica")),
     Defect("haproxy-wrong-endpoint", "every node's HAProxy checks /replica for 5000, so writes go to replicas",

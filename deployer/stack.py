@@ -66,11 +66,12 @@ class Stack:
 
     # ----- nodes -----
 
-    def ssh(self, node: str, command: str | list[str], timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+    def ssh(self, node: str, command: str | list[str], timeout: float = 60, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess:
         """Run a command on ``node`` as the admin user (prefix ``sudo`` yourself); a list is quoted
-        for the remote shell, a string is a shell command line."""
+        for the remote shell, a string is a shell command line; ``input`` goes to its stdin."""
         argv = self.target.host(node).ssh_argv(command)
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
         if check and proc.returncode != 0:
             raise TargetError(f"on {node}: `{argv[-1]}` failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
@@ -79,6 +80,15 @@ class Stack:
         """Run ``query`` as the postgres superuser over the node's local socket; rows of strings."""
         out = self.ssh(node, ["sudo", "-u", "postgres", "psql", "-XAtq", "-d", dbname, "-F", "\t", "-c", query]).stdout
         return [line.split("\t") for line in out.splitlines() if line]
+
+    def sql_through(self, node: str, port: int, query: str) -> list[list[str]]:
+        """Run ``query`` as the app user through ``node``'s own HAProxy ``port``, from that node
+        (psql there; the password travels on stdin, never on a command line); rows of strings."""
+        script = ('IFS= read -r PGPASSWORD; export PGPASSWORD; exec psql '
+                  '"host=$1 port=$2 dbname=app user=app connect_timeout=5" -XAtq -F "$(printf "\t")" -c "$3"')
+        address = self.target.address_of(node)
+        out = self.ssh(node, ["sh", "-c", script, "sh", address, str(port), query], input=self.secrets["app"] + "\n")
+        return [line.split("\t") for line in out.stdout.splitlines() if line]
 
     def haproxy_servers(self, node: str) -> dict[str, dict[str, str]]:
         """The node's own HAProxy as it reports itself: ``{listener: {server: status}}``."""

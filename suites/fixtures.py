@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytest_html
 from filelock import FileLock
 
 from deployer.drills import report
@@ -23,9 +24,6 @@ from deployer.state import STATE_ROOT, StackState
 DEPLOYED_BY = "deployed-by-run"
 #: Order of a run: read-only suites first, then faults, then the teardown.
 PHASES = ("smoke", "acceptance", "chaos", "teardown")
-
-_OUTCOMES: list[tuple[str, str, float]] = []
-
 
 def drill_params(drills) -> list:
     """Catalogue drills as pytest parameters: id = the drill's name, ``needs`` = its capability."""
@@ -92,20 +90,12 @@ def pytest_collection_modifyitems(config, items):
             items[:] = kept
 
 
-def pytest_runtest_logreport(report):
-    if report.when == "call" or (report.when == "setup" and not report.passed):
-        outcome = "error" if report.when == "setup" and report.failed else report.outcome
-        _OUTCOMES.append((report.nodeid, outcome, report.duration))
-
-
 def pytest_sessionfinish(session):
-    """In the controller of a suites run: the run's HTML page, then the teardown of a stack this
-    run deployed (also after a failure or Ctrl-C)."""
+    """In the controller of a suites run: the teardown of a stack this run deployed (also after a
+    failure or Ctrl-C)."""
     config = session.config
     if hasattr(config, "workerinput") or not in_suites(config.args, config.invocation_params.dir):
         return
-    if _OUTCOMES:
-        report.write_index(run_reports(), _OUTCOMES)
     if config.option.keep_stack:
         return
     marker = StackState.path_for(stack_name(config)).parent / DEPLOYED_BY
@@ -115,9 +105,11 @@ def pytest_sessionfinish(session):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Keep logs from every node when a test that uses the stack fails."""
+    """Keep logs from every node when a test that uses the stack fails, linked from the HTML report."""
     result = yield
     if result.when == "call" and result.failed and "stack" in item.fixturenames:
         stack: Stack = item.funcargs["stack"]
-        report.collect_logs(stack, run_reports() / "logs" / item.name)
+        bundle = run_reports() / "logs" / item.name
+        report.collect_logs(stack, bundle)
+        result.extras = [*getattr(result, "extras", []), pytest_html.extras.html(report.log_links(bundle, run_reports()))]
     return result

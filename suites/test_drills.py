@@ -6,9 +6,13 @@ the write gap within the budget derived from the spec. Records in reports/<stack
 
 from __future__ import annotations
 
-import pytest
+import base64
+from pathlib import Path
 
-from deployer.drills import trial
+import pytest
+import pytest_html
+
+from deployer.drills import report, trial
 from deployer.drills.catalogue import CATALOGUE
 from suites.fixtures import drill_params
 
@@ -16,8 +20,10 @@ pytestmark = pytest.mark.chaos
 
 
 @pytest.mark.parametrize("drill", drill_params(CATALOGUE))
-def test_drill(stack, drill):
+def test_drill(stack, drill, extras):
     result = trial.run(stack, drill)
+    extras.append(pytest_html.extras.html(report.drill_card(result.record)))
+    extras.append(pytest_html.extras.png(base64.b64encode(Path(result.record["timeline_plot"]).read_bytes()).decode()))
     assert result.sets.valid, result.sets.summary
     assert result.writer.valid, result.writer.summary
     assert result.gap.gap_s <= result.budget_s, \

@@ -25,3 +25,19 @@ def test_every_node_routes_primary_to_the_leader_and_replicas_to_the_replicas(st
                    lambda up: up == {"primary": {leader}, "replicas": replicas},
                    timeout=stack.budgets.haproxy_reroute_s)
 
+
+
+def test_through_every_nodes_haproxy_5000_reaches_the_leader_and_5001_every_replica(stack):
+    """What a client of a node's HAProxy gets, as PostgreSQL answers it: 5000 is the writable leader;
+    5001, asked once per replica and once more, lands only on replicas in recovery and on each of them."""
+    leader = stack.leader()
+    replicas = {m.address for m in stack.cluster() if m.role == "replica"}
+    query = "SELECT host(inet_server_addr()), pg_is_in_recovery()"
+    for node in stack.spec.nodes:
+        ports = stack.spec.ports
+        assert stack.sql_through(node.name, ports.haproxy_primary, query) == [[leader.address, "f"]], \
+            f"{node.name}:{ports.haproxy_primary} did not land on the writable leader {leader.name} ({leader.address})"
+        seen = [tuple(row) for _ in range(len(replicas) + 1)
+                for row in stack.sql_through(node.name, ports.haproxy_replicas, query)]
+        assert {s for s, _ in seen} == replicas and {r for _, r in seen} == {"t"}, \
+            f"{node.name}:{ports.haproxy_replicas} answered by {seen}; the replicas are {sorted(replicas)}"

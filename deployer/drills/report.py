@@ -1,13 +1,12 @@
 """Drill evidence a person reads, in one place: JSON records (``append_record``), a timeline plot
-per drill (writes per second by outcome, fault, heal and write gap marked), the run's HTML page
-(``reports/<run id>/index.html``) and a log bundle from every node of a failed test."""
+per drill (writes per second by outcome, fault, heal and write gap marked), the fragments the run's
+pytest-html report (``reports/<run id>/report.html``) shows beside a test (a drill's card, links to
+a failed test's logs), and a log bundle from every node of a failed test."""
 
 from __future__ import annotations
 
 import html
 import json
-import os
-import time
 from pathlib import Path
 
 import matplotlib
@@ -82,29 +81,19 @@ def plot_timeline(history: list[Op], fault_at: float, heal_at: float | None, gap
     return path
 
 
-def write_index(reports: Path, outcomes: list[tuple[str, str, float]]) -> Path:
-    """Write the page from ``outcomes`` (test id, outcome, seconds) and the JSON results in ``reports``."""
+def drill_card(record: dict) -> str:
+    """One drill's verdicts and numbers against its budget, as an HTML fragment for the run's report."""
     esc = html.escape
-    rows = "".join(f"<tr class='{esc(o)}'><td>{esc(t)}</td><td>{esc(o)}</td><td>{s:.1f}</td></tr>"
-                   for t, o, s in outcomes)
-    drills = json.loads((reports / "drills.json").read_text()) if (reports / "drills.json").exists() else []
-    cards = []
-    for d in drills:
-        plot = Path(d.get("timeline_plot", ""))
-        img = f"<img src='{esc(os.path.relpath(plot, reports))}' width='900'>" if plot.is_file() else ""
-        cards.append(f"<h3>{esc(d['drill'])}: {esc(d['old_leader'])} &rarr; {esc(d['new_leader'])}</h3>"
-                     f"<p class='{'passed' if d['within_budget'] else 'failed'}'>write gap {d['write_gap_s']} s, "
-                     f"budget {d['budget_s']} s</p><p>Expected: {esc(d['expect'])}</p><ul><li>{esc(d['set'])}</li><li>{esc(d['single_writer'])}</li></ul>{img}")
-    logs = sorted(p.relative_to(reports) for p in (reports / "logs").glob("*/*")) if (reports / "logs").is_dir() else []
-    links = "".join(f"<li><a href='{esc(str(p))}'>{esc(str(p))}</a></li>" for p in logs) or "<li>none (no failure)</li>"
-    page = f"""<!doctype html><meta charset="utf-8"><title>pgha {esc(reports.name)}</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}} td{{padding:2px 8px}}
-.passed{{color:#2a7d4f}} .failed,.error{{color:#b3261e}} .skipped{{color:#888}}</style>
-<h1>Run {esc(reports.name)}</h1><p>{time.strftime('%Y-%m-%d %H:%M:%S %Z')}:
-{sum(o == 'passed' for _, o, _ in outcomes)} passed, {sum(o in ('failed', 'error') for _, o, _ in outcomes)} failed,
-{sum(o == 'skipped' for _, o, _ in outcomes)} skipped.</p>
-<h2>Tests</h2><table>{rows}</table><h2>Drills</h2>{''.join(cards) or '<p>none run</p>'}
-<h2>Node logs of failed tests</h2><ul>{links}</ul>"""
-    path = reports / "index.html"
-    path.write_text(page)
-    return path
+    verdict = "within" if record["within_budget"] else "OVER"
+    return (f"<h3>{esc(record['drill'])}: {esc(record['old_leader'])} &rarr; {esc(record['new_leader'])}</h3>"
+            f"<p>Write gap {record['write_gap_s']} s, budget {record['budget_s']} s: {verdict} budget.</p>"
+            f"<p>Expected: {esc(record['expect'])}</p>"
+            f"<ul><li>{esc(record['set'])}</li><li>{esc(record['single_writer'])}</li></ul>")
+
+
+def log_links(bundle: Path, reports: Path) -> str:
+    """An HTML list linking every file of a log bundle, relative to the report's directory."""
+    esc = html.escape
+    items = "".join(f"<li><a href='{esc(str(p.relative_to(reports)))}'>{esc(p.name)}</a></li>"
+                    for p in sorted(bundle.iterdir()))
+    return f"<p>Logs from every node:</p><ul>{items}</ul>"
