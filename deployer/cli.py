@@ -1,8 +1,9 @@
 """``deployer``: stand up, inspect and tear down the staged HA PostgreSQL stack.
 
-    deployer up     [--target local|azure] [--spec FILE] [--name NAME] [--from STAGE] [--until STAGE] [--what-if]
+    deployer up     [--target local|azure] [--spec FILE] [--name NAME] [--from STAGE] [--until STAGE]
+                    [--force STAGE|all ...] [--what-if]
     deployer status [--name NAME] [--json]
-    deployer down   [--name NAME]
+    deployer down   [--name NAME] [--target local|azure]
     deployer image  [--spec FILE]
     deployer break  DEFECT [--name NAME]  # seed a documented misconfiguration (deployer/defects.py)
     deployer heal   [--name NAME]         # undo every seeded one, back to exactly the spec
@@ -13,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from rich.console import Console
@@ -38,12 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     upp.add_argument("--name", help="stack name (default: the spec's name)")
     upp.add_argument("--from", dest="from_stage", choices=STAGES, help="re-run from this stage")
     upp.add_argument("--until", choices=STAGES, default="verify", help="stop after this stage")
+    upp.add_argument("--force", action="append", default=[], choices=(*STAGES, "all"), metavar="STAGE",
+                     help="re-run this stage (repeatable; `all`: every one) even when it is done and still valid")
     upp.add_argument("--what-if", action="store_true", help="show what provision would change; create nothing")
     for name, text in (("status", "stages, Patroni roles, lag, load balancer members"), ("down", "tear everything down")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--name", help="stack name (default: the default spec's name)")
         if name == "status":
             sp.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
+        else:
+            sp.add_argument("--target", help="the target to clean when no state is saved (default: local, "
+                                             "but required on a CI agent)")
     brk = sub.add_parser("break", help="apply a documented misconfiguration to a live local stack")
     brk.add_argument("defect", help="one of the defects in deployer/defects.py")
     brk.add_argument("--name", help="stack name (default: the default spec's name)")
@@ -72,7 +80,7 @@ def cmd_up(args) -> int:
             console.print(line)
         return 0
     with console.status(f"[bold]deploying {name} on {args.target}") as spinner:
-        stages.up(state, target, from_stage=args.from_stage, until=args.until,
+        stages.up(state, target, from_stage=args.from_stage, until=args.until, force=args.force,
                   progress=lambda msg: spinner.update(f"[bold]{name}[/]: {msg}"))
     _print_status(status.collect(state, target))
     return 0
@@ -120,16 +128,39 @@ def cmd_heal(args) -> int:
     return 0
 
 
+#: Environment variables that mark a CI agent (Azure Pipelines sets TF_BUILD, most others CI).
+AGENT_ENV = ("TF_BUILD", "CI")
+
+
+def _target_without_state(name: str, target_name: str | None, environ: Mapping[str, str]) -> str:
+    """The target to look for a stateless stack on: ``--target``, else local, except on a CI agent,
+    where a wrong guess would report a stack on another target clean."""
+    if target_name:
+        return target_name
+    agent = [var for var in AGENT_ENV if environ.get(var)]
+    if agent:
+        raise TargetError(f"no saved state of stack {name!r} (nothing under {StackState.path_for(name).parent}) and "
+                          f"this looks like a CI agent ({agent[0]} is set): refusing to assume the local target; "
+                          "pass --target local or --target azure")
+    console.print(f"No saved state of stack {name}: assuming target local (pass --target to choose another).")
+    return "local"
+
+
 def cmd_down(args) -> int:
     name = check_stack_name(args.name or load_spec(DEFAULT_SPEC).name)
     if StackState.load(name) is None:
-        # The state is gone (deleted, or a run died before writing it): look for what the local
-        # target may still hold under this name, so a stale stack is never unreachable.
-        log.info("No saved state for %s; looking for leftovers of a local stack of that name.", name)
-        state = StackState(name=name, target="local", spec_path=str(DEFAULT_SPEC))
-        target = get("local")(load_spec(DEFAULT_SPEC), state)
+        # The state is gone (deleted, or a run died before writing it): look for what the target may
+        # still hold under this name, so a stale stack is never unreachable.
+        target_name = _target_without_state(name, args.target, os.environ)
+        log.info("No saved state for %s; looking for leftovers of a %s stack of that name.", name, target_name)
+        state = StackState(name=name, target=target_name, spec_path=str(DEFAULT_SPEC))
+        # The spec under the stack's name: a target naming its resources after the spec (Azure's
+        # rg-<name>) then looks for this stack's, not the default spec's.
+        target = get(target_name)(load_spec(DEFAULT_SPEC).model_copy(update={"name": name}), state)
     else:
         state, target = _stack(name)
+        if args.target and args.target != state.target:
+            raise TargetError(f"stack {name!r} was deployed on target {state.target!r}, not {args.target!r}")
     left = stages.down(state, target)
     if left:
         console.print(f"[red]Teardown of {name} left {len(left)} thing(s) behind:")

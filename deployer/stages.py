@@ -1,23 +1,31 @@
 """The staged deployer: provision -> configure -> attach -> verify, recorded, resumable.
 
-Each stage records its outcome, duration and the load balancer's members as read back from the
-load balancer right after it. ``up`` resumes: when provision already succeeded and the target says
-its infrastructure is running, it is kept; configure, attach and verify always run again (they
-converge). A stack whose previous run died is torn down by the target before it provisions again.
+Each stage records its outcome, duration, the load balancer's members as read back right after it,
+and a fingerprint of what it was run from (``fingerprint``). ``up`` resumes: a stage already done
+is skipped, saying so, when it is still valid: its recorded fingerprint equals the current one and
+a cheap live check of what it built passes (``LIVE_CHECKS``). Otherwise it runs, and so does every
+stage after it (they build on it). ``--force STAGE`` (or ``all``) runs a stage whatever its record;
+verify has no check cheaper than itself, so it always runs. A stack whose previous run died is torn
+down by the target before it provisions again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import hashlib
 import logging
 import shutil
 import subprocess
 import sys
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterable
 
+from deployer import patroni
 from deployer.configure import run_playbook
-from deployer.paths import REPO, SUITES, run_reports
+from deployer.netprobe import tcp
+from deployer.paths import ANSIBLE_DIR, REPO, SUITES, run_reports
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec, check_for_target
 from deployer.state import STAGES, StackState
@@ -46,34 +54,128 @@ def _members(target: Target) -> list[dict]:
         return [{"error": str(exc)}]
 
 
-def run_stage(state: StackState, target: Target, stage: str, work: Callable[[], dict | None]) -> None:
-    """Run one stage and record it, also when it fails or is interrupted."""
+def run_stage(state: StackState, target: Target, stage: str, work: Callable[[], dict | None],
+              fingerprint: str | None = None) -> None:
+    """Run one stage and record it with ``fingerprint``, also when it fails or is interrupted."""
     log.info("Stage %s: starting.", stage)
     start = time.monotonic()
     try:
         facts = work() or {}
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        state.record(stage, ok=False, seconds=time.monotonic() - start, error=reason, lb_members=_members(target))
+        state.record(stage, ok=False, seconds=time.monotonic() - start, error=reason, lb_members=_members(target),
+                     fingerprint=fingerprint)
         log.error("Stage %s failed after %.1f s: %s", stage, time.monotonic() - start, reason)
         raise
     members = _members(target)
-    state.record(stage, ok=True, seconds=time.monotonic() - start, lb_members=members, facts=facts)
+    state.record(stage, ok=True, seconds=time.monotonic() - start, lb_members=members, facts=facts,
+                 fingerprint=fingerprint)
     log.info("Stage %s: done in %.1f s; the load balancer reports %d member(s).", stage, time.monotonic() - start,
              len([m for m in members if "node" in m]))
 
 
+#: Sources besides the spec that decide what configure does: the roles, and how the spec becomes
+#: their variables.
+CONFIGURE_SOURCES = (ANSIBLE_DIR, REPO / "deployer" / "inventory.py")
+
+
+def _tree(root: Path) -> Iterable[Path]:
+    """Every file under ``root`` (or ``root`` itself), sorted, hidden paths and caches left out."""
+    files = [root] if root.is_file() else root.rglob("*")
+    return sorted(p for p in files if p.is_file() and not any(
+        part.startswith(".") or part == "__pycache__" for part in p.relative_to(root.parent).parts))
+
+
+def fingerprint(stage: str, spec: StackSpec, state: StackState) -> str:
+    """SHA-256 of what ``stage`` is run from: the typed spec for every stage and, for configure, the
+    files of ``CONFIGURE_SOURCES`` and the VM image the target recorded (``state.data["image"]``)."""
+    digest = hashlib.sha256(spec.model_dump_json().encode())
+    if stage == "configure":
+        for path in (p for root in CONFIGURE_SOURCES for p in _tree(root)):
+            digest.update(f"\0{path.relative_to(REPO)}\0".encode() + path.read_bytes())
+        digest.update(f"\0image\0{state.data.get('image', '')}".encode())
+    return digest.hexdigest()
+
+
+def _vms_answer(target: Target) -> str | None:
+    if not target.is_up():
+        return "the target reports its infrastructure absent or a VM not running"
+    for host in target.hosts():
+        found = tcp(host.ssh_host, host.ssh_port, 3)
+        if not found["reachable"]:
+            return f"{host.node}'s sshd ({host.ssh_host}:{host.ssh_port}) does not answer: {found['detail']}"
+    return None
+
+
+def _patroni_answers(target: Target) -> str | None:
+    scope = target.spec.patroni.scope
+    for node in target.spec.nodes:
+        info = patroni.get(target, node.name, "/patroni")
+        seen = (info.get("patroni", {}).get("scope"), info.get("state"))
+        if seen != (scope, "running"):
+            return f"{node.name}'s Patroni reports (scope, state) {seen}, expected ({scope!r}, 'running')"
+    return None
+
+
+def _pool_healthy(target: Target) -> str | None:
+    seen = [(m.node, m.healthy) for m in target.backend_pool()]
+    expected = [(n.name, True) for n in target.spec.nodes]
+    return None if seen == expected else f"the load balancer reports (member, healthy) {seen}, expected {expected}"
+
+
+#: Each stage's cheap live check of what it built: (what passing means, the check: None when it
+#: passes, else what it saw). A stage without one (verify) always runs.
+LIVE_CHECKS: dict[str, tuple[str, Callable[[Target], str | None]]] = {
+    "provision": ("every VM runs and its sshd answers", _vms_answer),
+    "configure": ("every node's Patroni answers and reports the spec's scope", _patroni_answers),
+    "attach": ("the load balancer reports every node as a healthy member", _pool_healthy),
+}
+
+
+def _when(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def still_valid(state: StackState, target: Target, stage: str) -> tuple[bool, str]:
+    """Whether ``stage`` may be skipped, and the sentence saying why (or why it must run)."""
+    title, rec = stage.capitalize(), state.stages.get(stage)
+    if stage not in LIVE_CHECKS:
+        return False, f"{title}: runs every time (it is the check itself)."
+    if rec is None:
+        return False, f"{title}: never run for this stack; running it."
+    if not state.done(stage):
+        return False, f"{title}: it or a stage before it did not succeed last time; running it."
+    when = _when(rec.finished_at)
+    if rec.fingerprint != fingerprint(stage, target.spec, state):
+        changed = "the spec" + (", ansible/, the inventory code or the VM image" if stage == "configure" else "")
+        why = "has no fingerprint (an older deployer)" if rec.fingerprint is None else f"is stale: {changed} changed"
+        return False, f"{title}: done at {when}, but its record {why}; running it again."
+    claim, check = LIVE_CHECKS[stage]
+    try:
+        problem = check(target)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run proves nothing: the stage runs
+        problem = f"its live check failed: {exc}"
+    if problem:
+        return False, f"{title}: done at {when} for this spec, but {problem}; running it again."
+    return True, (f"{title}: done at {when} for this spec and still valid ({claim}); skipped. "
+                  f"Pass --force {stage} to re-run it.")
+
+
 def up(state: StackState, target: Target, *, from_stage: str | None = None, until: str = "verify",
-       progress: Callable[[str], None] = log.info) -> None:
-    """Bring the stack to ``until``; ``from_stage`` forces re-running from that stage."""
+       force: Iterable[str] = (), progress: Callable[[str], None] = log.info) -> None:
+    """Bring the stack to ``until``. A stage done and still valid (``still_valid``) is skipped; a
+    stage in ``force`` (``"all"``: every one) runs whatever its record, and once one stage runs every
+    later one does too. ``from_stage`` runs that stage and the later ones, trusting the record of
+    those before it (they must have succeeded)."""
+    last = STAGES.index(until)
+    forced = set(STAGES[:last + 1]) if "all" in force else set(force)
+    beyond = sorted(forced - set(STAGES[:last + 1]), key=STAGES.index)
+    if beyond:
+        raise TargetError(f"--force {' '.join(beyond)}: after --until {until}, so nothing would run it")
     target.preflight()
     state.save()
     secrets = Secrets(state.dir)
-    last = STAGES.index(until)
     first = STAGES.index(from_stage) if from_stage else 0
-    if first == 0 and state.done("provision") and target.is_up():
-        log.info("Provision: already done and the infrastructure is running; keeping it.")
-        first = 1
     if first > 0 and not state.done(STAGES[first - 1]):
         raise TargetError(f"cannot start at {STAGES[first]}: stage {STAGES[first - 1]} has not succeeded")
     work = {
@@ -82,8 +184,20 @@ def up(state: StackState, target: Target, *, from_stage: str | None = None, unti
         "attach": lambda: target.attach(),
         "verify": lambda: verify(state.name),
     }
+    ran = ""
     for stage in STAGES[first:last + 1]:
-        run_stage(state, target, stage, work[stage])
+        if ran:
+            log.info("%s: runs, because %s ran before it.", stage.capitalize(), ran)
+        elif stage in forced or from_stage:
+            log.info("%s: forced (%s); running it.", stage.capitalize(),
+                     f"--from {from_stage}" if from_stage else f"--force {stage}")
+        else:
+            skip, sentence = still_valid(state, target, stage)
+            log.info("%s", sentence)
+            if skip:
+                continue
+        run_stage(state, target, stage, work[stage], fingerprint(stage, target.spec, state))
+        ran = ran or stage
 
 
 def _configure(target: Target, secrets: Secrets, progress: Callable[[str], None]) -> dict:

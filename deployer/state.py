@@ -28,6 +28,9 @@ class StageRecord(BaseModel):
     lb_members: list[dict] = []
     #: Anything the stage wants on record (e.g. Ansible's changed count).
     facts: dict = {}
+    #: Hash of what the stage was run from (``deployer.stages.fingerprint``); None when recorded by a
+    #: deployer that kept none, which never counts as still valid.
+    fingerprint: str | None = None
 
 
 class StackState(BaseModel):
@@ -62,9 +65,11 @@ class StackState(BaseModel):
         tmp.replace(self.dir / "state.json")
 
     def record(self, stage: str, ok: bool, seconds: float, error: str | None = None,
-               lb_members: list[dict] | None = None, facts: dict | None = None) -> None:
+               lb_members: list[dict] | None = None, facts: dict | None = None,
+               fingerprint: str | None = None) -> None:
         self.stages[stage] = StageRecord(ok=ok, seconds=round(seconds, 2), finished_at=time.time(),
-                                         error=error, lb_members=lb_members or [], facts=facts or {})
+                                         error=error, lb_members=lb_members or [], facts=facts or {},
+                                         fingerprint=fingerprint)
         self.save()
 
     def done(self, stage: str) -> bool:

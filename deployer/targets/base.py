@@ -36,9 +36,10 @@ from deployer.state import StackState
 from deployer.targets.access import HostAccess
 from deployer.wait import wait_until
 
-Capability = Literal["crash_vm", "isolate"]
+Capability = Literal["crash_vm", "isolate", "lb_counters"]
 #: Each capability and the methods a target must implement to have it.
-CAPABILITIES: dict[Capability, tuple[str, str]] = {"crash_vm": ("crash_vm", "start_vm"), "isolate": ("isolate", "heal")}
+CAPABILITIES: dict[Capability, tuple[str, ...]] = {"crash_vm": ("crash_vm", "start_vm"), "isolate": ("isolate", "heal"),
+                                                   "lb_counters": ("lb_connections",)}
 #: Probe sources every target accepts besides a node name (see ``Target.probe``).
 VANTAGES = ("management", "internet", "vnet")
 #: How long a (re)started VM may take until its sshd answers.
@@ -175,6 +176,17 @@ class Target(abc.ABC):
     def backend_pool(self) -> list[PoolMember]:
         """The load balancer's backend pool members and their probe health, in spec node order
         (members that are no spec node after them). Empty before attach."""
+
+    def lb_connections(self) -> dict[str, int]:
+        """Capability ``lb_counters``: for each backend pool member (node name), the connections the
+        load balancer itself has sent to it since the load balancer started, as its own counters
+        report them (never counted by us, never read on the nodes). Counters only grow while the
+        load balancer runs; a member never sent one shows 0. Suites compare two readings
+        (``contract.check_spread``). Targets whose load balancer keeps no per-member connection
+        counter lack the capability and raise ``TargetError``: Azure's Standard Load Balancer is one
+        (it does not terminate flows; its metrics count SYN packets, bytes and packets per frontend
+        IP, port and direction, and only SNAT metrics and probe health carry a backend address)."""
+        raise TargetError(f"target {self.name} cannot read per-member connection counters of its load balancer")
 
     @abc.abstractmethod
     def frontend(self) -> tuple[str, int]:

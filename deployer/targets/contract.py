@@ -50,6 +50,17 @@ def check_backend_pool(target: Target, expect_members: bool, healthy: bool = Fal
     return pool
 
 
+def check_spread(before: dict[str, int], after: dict[str, int], minimum_members: int = 2) -> dict[str, int]:
+    """Between two readings of ``Target.lb_connections``, the load balancer sent new connections to
+    at least ``minimum_members`` members; returns each member's increase."""
+    rose = {node: count - before.get(node, 0) for node, count in after.items()}
+    spread = sorted(node for node, delta in rose.items() if delta > 0)
+    assert len(spread) >= minimum_members, (
+        f"the load balancer sent the new connections to {len(spread)} member(s) {spread}, expected at least "
+        f"{minimum_members}: its counters went from {dict(sorted(before.items()))} to {dict(sorted(after.items()))}")
+    return rose
+
+
 def check_leftovers(target: Target) -> list[str]:
     """``leftovers`` answers with readable lines."""
     left = target.leftovers()

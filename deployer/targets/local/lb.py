@@ -102,6 +102,13 @@ def members(spec: StackSpec, rundir: Path) -> list[PoolMember]:
             for name in order if name in by_name]
 
 
+def connections(rundir: Path) -> dict[str, int]:
+    """``{member: stot}`` of the pool as HAProxy reports it (``show stat``): the sessions it has sent
+    to each server since the server was added (in TCP mode, one per client connection)."""
+    by_name = haproxy_stat.servers(admin(rundir, "show stat")).get(BACKEND, {})
+    return {name: int(row["stot"] or 0) for name, row in by_name.items()}
+
+
 def stop(rundir: Path) -> None:
     """Stop the load balancer's haproxy if its pidfile names a live process."""
     pidfile = rundir / "haproxy.pid"

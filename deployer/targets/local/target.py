@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -12,9 +14,10 @@ from pathlib import Path
 
 from deployer.inventory import image_packages
 from deployer.secrets import Secrets
+from deployer.spec import SpecError, check_stack_name
 from deployer.targets.base import HostAccess, MissingPrerequisite, PoolMember, RuleInForce, Target
 from deployer.targets.local import lb, network, nsg
-from deployer.targets.local.cmd import ok, run
+from deployer.targets.local.cmd import run
 from deployer.targets.local.image import ensure_image, prune_images
 from deployer.targets.local.network import Layout
 from deployer.targets.local.vm import CGROUP_ROOT, HIERARCHIES, VM
@@ -76,7 +79,7 @@ class LocalTarget(Target):
                 and all(vm.running() for vm in self._vms()) and (self.lb_dir / "haproxy.pid").exists())
 
     def provision(self) -> None:
-        if self.leftovers():
+        if self._of(self.state.name, HostView.read()):
             log.info("A previous stack named %s left resources behind; tearing them down first.", self.state.name)
             self.teardown()
         debs, pips = image_packages(self.spec)
@@ -139,6 +142,10 @@ class LocalTarget(Target):
 
     def backend_pool(self) -> list[PoolMember]:
         return lb.members(self.spec, self.lb_dir)
+
+    def lb_connections(self) -> dict[str, int]:
+        """Each member's ``stot`` in the load balancer's ``show stat`` (``lb.connections``)."""
+        return lb.connections(self.lb_dir)
 
     def frontend(self) -> tuple[str, int]:
         return str(self.layout.frontend), self.spec.ports.haproxy_primary
@@ -227,22 +234,84 @@ class LocalTarget(Target):
         return [self.vm(n) for n in sorted(names)]
 
     def leftovers(self) -> list[str]:
-        found = [f"network namespace {ns}" for ns in network.existing_namespaces(self.state.name)]
-        if ok(["ip", "link", "show", self.layout.mgmt_if]):
-            found.append(f"host interface {self.layout.mgmt_if}")
-        prefix = str(self.state.dir) + "/"
-        found += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines()
-                  if line.split()[1].startswith(prefix)]
-        for vm in self._all_vm_dirs():
-            if vm.launcher_pid():
-                found.append(f"container {vm.node} (systemd-nspawn pid {vm.launcher_pid()})")
+        """What ``_of`` finds of this stack, the host tables of the project (``pgha_``), and the same
+        for every stack whose name this version refuses (created by an older one): ``deployer down``
+        cannot name such a stack, so every stack's teardown reports what is left of it. Only reads."""
+        host = HostView.read()
+        tables = [f"nftables table in the host namespace: {t}" for t in host.tables if "pgha_" in t]
+        return self._of(self.state.name, host) + tables + self._orphans(host)
+
+    def _of(self, stack: str, host: HostView, note: str = "") -> list[str]:
+        """Everything of ``stack`` on this host: its namespaces and host interface (``<stack>-...``),
+        mounts under its state dir, the processes started from it (VM launchers, the load balancer),
+        its VM cgroups (``<stack>.<node>``)."""
+        home, mgmt_if = self.state.dir.parent / stack, stack + Layout(self.spec, "").mgmt_if
+        found = [f"network namespace {ns}" for ns in host.namespaces if ns.startswith(f"{stack}-")]
+        found += [f"host interface {link}" for link in host.links if link == mgmt_if]
+        found += [f"mount {m}" for m in host.mounts if m.startswith(f"{home}/")]
+        found += [f"process {pid} ({cmd})" for pid, cmd in host.processes
+                  if f"{home}/vms/" in cmd or f"{home}/lb/" in cmd]
         for h in HIERARCHIES:
             base = CGROUP_ROOT / h
             if base.is_dir():
-                found += [f"cgroup {p}" for p in base.rglob(f"{self.state.name}.*") if p.is_dir()]
-        pidfile = self.lb_dir / "haproxy.pid"
-        if pidfile.exists() and any(Path(f"/proc/{p}").exists() for p in pidfile.read_text().split()):
-            found.append("load balancer haproxy process")
-        tables = run(["nft", "list", "tables"], check=False).stdout
-        found += [f"nftables table in the host namespace: {t}" for t in tables.splitlines() if "pgha_" in t]
-        return found
+                found += [f"cgroup {p}" for p in base.rglob(f"{stack}.*") if p.is_dir()]
+        return [line + note for line in found]
+
+    def _orphans(self, host: HostView) -> list[str]:
+        """``_of`` every stack named on this host (its state dir, a namespace or host interface of the
+        layout's shape, a mount or process under the state root) whose name ``check_stack_name``
+        refuses."""
+        root, shape = self.state.dir.parent, Layout(self.spec, "")
+        named = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+        named |= {ns.removesuffix(end) for ns in host.namespaces for end in (shape.vnet, shape.lb, shape.client)
+                  if ns.endswith(end)}
+        named |= {link.removesuffix(shape.mgmt_if) for link in host.links if link.endswith(shape.mgmt_if)}
+        named |= {m.removeprefix(f"{root}/").split("/")[0] for m in host.mounts if m.startswith(f"{root}/")}
+        named |= {found for _, cmd in host.processes
+                  for found in re.findall(rf"{re.escape(str(root))}/([^/\s]+)/(?:vms|lb)/", cmd)}
+        refused = sorted(name for name in named if name and name != self.state.name and _refused(name))
+        return [line for name in refused for line in self._of(
+            name, host, f" (of stack {name!r}, a name this version refuses: left by an older one; remove it by hand)")]
+
+
+@dataclasses.dataclass(frozen=True)
+class HostView:
+    """What ``leftovers`` reads of the host, once: named network namespaces, host interfaces, mount
+    points, processes (pid, command line) and the host namespace's nftables tables."""
+
+    namespaces: list[str]
+    links: list[str]
+    mounts: list[str]
+    processes: list[tuple[int, str]]
+    tables: list[str]
+
+    @classmethod
+    def read(cls) -> HostView:
+        def lines(*argv: str, check: bool = True) -> list[str]:
+            return run(list(argv), check=check).stdout.splitlines()
+
+        return cls(namespaces=[line.split()[0] for line in lines("ip", "netns", "list") if line.split()],
+                   links=[line.split(": ")[1].split("@")[0] for line in lines("ip", "-o", "link", "show")
+                          if ": " in line],
+                   mounts=lines("findmnt", "-rn", "-o", "TARGET"), processes=_processes(),
+                   tables=lines("nft", "list", "tables", check=False))
+
+
+def _refused(stack: str) -> bool:
+    try:
+        check_stack_name(stack)
+    except SpecError:
+        return True
+    return False
+
+
+def _processes() -> list[tuple[int, str]]:
+    """Every process on the host: pid and command line (arguments joined by spaces)."""
+    found = []
+    for proc in (p for p in Path("/proc").iterdir() if p.name.isdigit()):
+        try:
+            argv = (proc / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        found.append((int(proc.name), argv.replace(b"\0", b" ").decode(errors="replace").strip()))
+    return found
