@@ -27,6 +27,9 @@ SCHEMA = f"CREATE TABLE IF NOT EXISTS {TABLE} (key text PRIMARY KEY, at timestam
 
 Kind = Literal["write", "read"]
 Outcome = Literal["ok", "fail", "unknown"]
+Client = Literal["locust", "sequential", "direct"]
+#: Who issued an operation (see ``Op.client``).
+CLIENTS: tuple[Client, ...] = ("locust", "sequential", "direct")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class Op:
     ``server``: ``inet_server_addr()`` of the server that answered (None when none answered).
     ``timeline``: the answering primary's WAL timeline for writes (None when unknown).
     ``error``: why it was not ``ok``; for an ``ok`` read, ``"stale"`` when the key was not visible yet.
+    ``client``: who issued it (one of ``CLIENTS``): ``"locust"`` (the Locust users through the load
+    balancer's frontend), ``"sequential"`` (one client through the frontend, one attempt at a time) or
+    ``"direct"`` (a writer inside the network straight to one node's PostgreSQL address; ``server``
+    is that node). Records written before the field existed read as ``"locust"``.
     """
 
     kind: Kind
@@ -47,12 +54,15 @@ class Op:
     server: str | None = None
     error: str | None = None
     timeline: int | None = None
+    client: Client = "locust"
 
     def __post_init__(self):
         if self.kind not in ("write", "read"):
             raise ValueError(f"Op kind must be write or read, not {self.kind!r}")
         if self.outcome not in ("ok", "fail", "unknown"):
             raise ValueError(f"Op outcome must be ok, fail or unknown, not {self.outcome!r}")
+        if self.client not in CLIENTS:
+            raise ValueError(f"Op client must be one of {', '.join(CLIENTS)}, not {self.client!r}")
 
 
 def process_path(directory: str | Path) -> Path:

@@ -6,7 +6,7 @@ import threading
 import psycopg
 import pytest
 
-from load.history import HistoryWriter, Op, classify, process_path, read_history
+from load.history import CLIENTS, HistoryWriter, Op, classify, process_path, read_history
 
 
 def op(key, start, outcome="ok", **kw):
@@ -97,3 +97,24 @@ def test_real_psycopg_errors_carry_the_sqlstate_classify_reads():
     assert psycopg.errors.ReadOnlySqlTransaction("x").sqlstate == "25006"
     assert psycopg.errors.ConnectionFailure("x").sqlstate.startswith("08")
     assert refused().sqlstate is None and classify(refused(), sent=True) == "unknown"
+
+
+def test_client_defaults_to_locust_and_old_lines_without_it_still_read(tmp_path):
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"kind":"write","key":"k-1","start":1.0,"end":1.5,"outcome":"ok","server":"10.0.1.4",'
+                    '"error":null,"timeline":2}\n')
+    (old,) = read_history(path)
+    assert old == Op("write", "k-1", 1.0, 1.5, "ok", "10.0.1.4", None, 2) and old.client == "locust"
+    assert CLIENTS == ("locust", "sequential", "direct")
+
+
+def test_client_round_trips_and_is_validated_like_kind_and_outcome(tmp_path):
+    ops = [op(f"k-{c}", 1.0, client=c) for c in CLIENTS]
+    with HistoryWriter(tmp_path / "h.jsonl") as writer:
+        for o in ops:
+            writer.write(o)
+    assert [o.client for o in read_history(tmp_path)] == list(CLIENTS)
+    with pytest.raises(ValueError, match="Op client must be one of locust, sequential, direct, not 'frontend'"):
+        op("k", 1.0, client="frontend")
+    with pytest.raises(ValueError, match="kind"):
+        Op("delete", "k", 1.0, 1.1, "ok")

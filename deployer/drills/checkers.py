@@ -1,23 +1,45 @@
 """Checkers (Jepsen's checker role): pure functions turning a recorded history (``load.history``)
 into a verdict with numbers, a ``valid`` flag and a one-line ``summary``.
 
-- ``check_set``: no acknowledged write lost, nothing appeared that was never attempted.
-- ``check_write_gap``: the longest write unavailability around a fault (the measured RTO).
-- ``check_single_writer``: never two writable primaries acknowledging writes at the same time.
+- ``check_set``: no acknowledged write lost (direct ones counted apart), nothing appeared that was
+  never attempted.
+- ``check_write_gap``: the longest write unavailability through the frontend around a fault (the RTO).
+- ``check_sequential_gap``: the same for the one sequential client, and where its time went.
+- ``split_gap``: a write gap split at the observed events (detection, election, HAProxy, load balancer).
+- ``check_single_writer``: never two writable primaries acknowledging frontend writes at the same time.
+- ``check_zombie``: how long an old primary still acknowledged direct writes after a newer one took over.
+- ``check_stale_reads``: a replica never hides an acknowledged key longer than the expected lag.
+- ``check_converged``: the stack converged within its budget after the heal.
 - ``throughput``: ok / fail / unknown writes per time bucket, for the timeline plot.
+
+Writes are told apart by ``Op.client``: the frontend's (``FRONTEND``: Locust and the sequential client,
+through the load balancer) measure availability and single-writer; ``direct`` writes (straight to one
+node) measure a zombie primary; every write counts for the set.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from load.history import Op
+from load.history import CLIENTS, Op
+
+#: The clients whose writes go through the load balancer's frontend.
+FRONTEND = ("locust", "sequential")
+#: A primary's term as writes see it: (server, timeline), the timeline None when writes lack it.
+Epoch = tuple[str, int | None]
 
 
-def _writes(history: list[Op], outcome: str | None = None) -> list[Op]:
-    return [op for op in history if op.kind == "write" and (outcome is None or op.outcome == outcome)]
+def _writes(history: list[Op], outcome: str | None = None, clients: tuple[str, ...] = CLIENTS) -> list[Op]:
+    return [op for op in history
+            if op.kind == "write" and op.client in clients and (outcome is None or op.outcome == outcome)]
+
+
+def _acked(history: list[Op], clients: tuple[str, ...]) -> list[Op]:
+    """The acknowledged writes of ``clients`` naming their server, by completion."""
+    return [op for op in sorted(_writes(history, "ok", clients), key=lambda op: op.end) if op.server is not None]
 
 
 def _sample(keys: frozenset[str], n: int = 3) -> str:
@@ -26,9 +48,11 @@ def _sample(keys: frozenset[str], n: int = 3) -> str:
 
 @dataclass(frozen=True)
 class SetVerdict:
-    """``lost``: acknowledged writes missing from the final read; ``unexpected``: keys read that were
+    """``lost``: acknowledged frontend writes missing from the final read; ``unexpected``: keys read that were
     never attempted; ``recovered``/``never_applied``: unknown writes present/absent (both fine);
-    ``failed_present``: writes reported failed yet present (the client was told "certainly not")."""
+    ``failed_present``: writes reported failed yet present (the client was told "certainly not");
+    ``lost_direct``: acknowledged ``direct`` writes missing (a zombie primary's writes rewound), apart
+    from ``lost`` (the frontend's). ``ok``/``fail``/``unknown`` count every client's writes."""
 
     valid: bool
     summary: str
@@ -40,28 +64,36 @@ class SetVerdict:
     recovered: frozenset[str]
     never_applied: frozenset[str]
     failed_present: frozenset[str]
+    lost_direct: frozenset[str]
 
 
-def check_set(history: list[Op], final_keys: set[str]) -> SetVerdict:
-    """Jepsen's set checker (as in Patroni's Jepsen test) over the writes of ``history`` and the keys
-    read at the end (after heal, from the primary). Valid iff nothing lost, nothing unexpected and
-    no failed write present (a ``fail`` outcome claims the write certainly did not happen)."""
+def check_set(history: list[Op], final_keys: set[str], *, require_direct: bool = True) -> SetVerdict:
+    """Jepsen's set checker (as in Patroni's Jepsen test) over the writes of ``history`` (every client)
+    and the keys read at the end (after heal, from the primary). Valid iff nothing lost, nothing
+    unexpected and no failed write present (a ``fail`` outcome claims the write certainly did not
+    happen). A lost direct write is reported either way; ``require_direct=False`` tolerates it (with
+    asynchronous replication a primary cut off from the others may acknowledge writes that its
+    rewind later discards)."""
     final = frozenset(final_keys)
     by = {o: {op.key for op in _writes(history, o)} for o in ("ok", "fail", "unknown")}
     attempted = {op.key for op in _writes(history)}
-    lost = frozenset(by["ok"] - final)
+    frontend_ok = {op.key for op in _writes(history, "ok", FRONTEND)}
+    lost = frozenset(frontend_ok - final)
+    lost_direct = frozenset(by["ok"] - frontend_ok - final)
     unexpected = frozenset(final - attempted)
     recovered = frozenset(by["unknown"] & final)
     never_applied = frozenset(by["unknown"] - final)
     failed_present = frozenset(by["fail"] & final - by["ok"] - by["unknown"])
-    valid = not (lost or unexpected or failed_present)
+    valid = not (lost or unexpected or failed_present or require_direct and lost_direct)
     counts = f"{len(by['ok'])} ok, {len(by['fail'])} failed, {len(by['unknown'])} unknown writes"
+    direct = f"acknowledged direct writes lost (zombie primary{'' if require_direct else ', not required'})"
     problems = [f"{len(s)} {name} ({_sample(s)})" for name, s in
-                (("lost", lost), ("unexpected", unexpected), ("failed but present", failed_present)) if s]
+                (("lost", lost), (direct, lost_direct), ("unexpected", unexpected),
+                 ("failed but present", failed_present)) if s]
     summary = (f"{counts}: " + ("; ".join(problems) if problems else "none lost, none unexpected")
                + f"; {len(recovered)} unknown recovered, {len(never_applied)} never applied.")
     return SetVerdict(valid, summary, len(by["ok"]), len(by["fail"]), len(by["unknown"]),
-                      lost, unexpected, recovered, never_applied, failed_present)
+                      lost, unexpected, recovered, never_applied, failed_present, lost_direct)
 
 
 @dataclass(frozen=True)
@@ -85,21 +117,14 @@ class GapVerdict:
 
 def check_write_gap(history: list[Op], fault_at: float, heal_at: float | None = None, *,
                     budget_s: float | None = None, until: float | None = None) -> GapVerdict:
-    """Write unavailability (RTO) around a fault injected at ``fault_at`` (wall clock), up to ``until``
-    (default: the end of the history; pass it when later faults follow). Without any write
-    acknowledged after the fault, the gap runs to the end and is invalid."""
+    """Write unavailability (RTO) through the frontend (``FRONTEND`` clients) around a fault injected at
+    ``fault_at`` (wall clock), up to ``until`` (default: the end of the history; pass it when later
+    faults follow). Without any write acknowledged after the fault, the gap runs to the end and is
+    invalid."""
     history = [op for op in history if until is None or op.end <= until]
-    writes = _writes(history)
-    ok_ends = sorted(op.end for op in writes if op.outcome == "ok")
-    before = [t for t in ok_ends if t <= fault_at]
-    after = [t for t in ok_ends if t > fault_at]
-    first_ok = min((op.end for op in writes if op.outcome == "ok" and op.start >= fault_at), default=None)
+    writes = _writes(history, clients=FRONTEND)
+    gap_start, gap_end, first_ok = _gap(writes, fault_at, _end(history, fault_at, until))
     first_failed = min((op.end for op in writes if op.outcome != "ok" and op.end >= fault_at), default=None)
-    history_end = until if until is not None else max((op.end for op in history), default=fault_at)
-    points = (before[-1:] or [fault_at]) + after
-    if first_ok is None:  # writes never resumed: the gap is open until the end of the history
-        points.append(max(history_end, points[-1]))
-    gap_start, gap_end = max(zip(points, points[1:]), key=lambda p: p[1] - p[0])
     gap = gap_end - gap_start
     resumed_before_heal = None if heal_at is None else first_ok is not None and first_ok < heal_at
     valid = first_ok is not None and (budget_s is None or gap <= budget_s)
@@ -111,6 +136,23 @@ def check_write_gap(history: list[Op], fault_at: float, heal_at: float | None = 
                    f"first acknowledged write {_rel(first_ok, fault_at)} after the fault"
                    + ("" if heal_at is None else f", {'before' if resumed_before_heal else 'after'} the heal") + ".")
     return GapVerdict(valid, summary, gap, gap_start, gap_end, first_failed, first_ok, resumed_before_heal, budget_s)
+
+
+def _end(history: list[Op], fault_at: float, until: float | None) -> float:
+    return until if until is not None else max((op.end for op in history), default=fault_at)
+
+
+def _gap(writes: list[Op], fault_at: float, end: float) -> tuple[float, float, float | None]:
+    """(start, end, first ok) of the longest stretch between consecutive acknowledged ``writes``, from the
+    last one ending at or before ``fault_at`` (or the fault itself), open until ``end`` when no write
+    started after the fault was acknowledged; first ok: the end of the first such write."""
+    ok_ends = sorted(op.end for op in writes if op.outcome == "ok")
+    first_ok = min((op.end for op in writes if op.outcome == "ok" and op.start >= fault_at), default=None)
+    points = ([t for t in ok_ends if t <= fault_at][-1:] or [fault_at]) + [t for t in ok_ends if t > fault_at]
+    if first_ok is None:  # writes never resumed: the gap is open until the end of the history
+        points.append(max(end, points[-1]))
+    start, stop = max(zip(points, points[1:]), key=lambda p: p[1] - p[0])
+    return start, stop, first_ok
 
 
 def _rel(t: float | None, fault_at: float) -> str:
@@ -126,13 +168,13 @@ class WriterVerdict:
 
     valid: bool
     summary: str
-    epochs: tuple[tuple[str, int | None], ...]
+    epochs: tuple[Epoch, ...]
     overlaps: tuple[tuple[Op, Op], ...]
     forks: tuple[int, ...]
 
 
 def check_single_writer(history: list[Op]) -> WriterVerdict:
-    """Never two writable primaries acknowledging writes at the same time.
+    """Never two writable primaries acknowledging writes through the frontend (``FRONTEND``) at once.
 
     Acknowledged writes are ordered by completion; each (server, timeline) is an epoch, ranked by
     timeline when every write carries one (a promotion always starts a new timeline), else by the
@@ -142,20 +184,13 @@ def check_single_writer(history: list[Op]) -> WriterVerdict:
     such (q, r) pair is reported. Without timelines, a deliberate switch back to a previous primary
     looks like an overlap too (its rank is its first appearance).
     """
-    oks = sorted(_writes(history, "ok"), key=lambda op: op.end)
-    oks = [op for op in oks if op.server is not None]
-    with_tl = bool(oks) and all(op.timeline is not None for op in oks)
-    epochs: list[tuple[str, int | None]] = []
-    for op in oks:
-        epoch = (op.server, op.timeline if with_tl else None)
-        if epoch not in epochs:
-            epochs.append(epoch)
+    oks = _acked(history, FRONTEND)
+    epochs, ranks, epoch = _ranked(oks)
     servers_of = Counter(tl for _, tl in epochs if tl is not None)
     forks = tuple(sorted(tl for tl, n in servers_of.items() if n > 1))
-    first_rank = {server: i for i, server in enumerate(dict.fromkeys(s for s, _ in epochs))}
 
     def rank(op: Op) -> float:
-        return op.timeline if with_tl else first_rank[op.server]
+        return ranks[epoch(op)]
 
     overlaps = []
     newest: Op | None = None  # among writes ended so far, the earliest-ending one of the highest rank
@@ -184,8 +219,290 @@ def check_single_writer(history: list[Op]) -> WriterVerdict:
     return WriterVerdict(valid, summary, tuple(epochs), tuple(overlaps), forks)
 
 
-def _epochs(epochs: list[tuple[str, int | None]]) -> str:
+def _ranked(oks: list[Op]) -> tuple[list[Epoch], dict[Epoch, float], Callable[[Op], Epoch]]:
+    """The epochs (server, timeline) of acknowledged writes ``oks`` (by completion) in the order they
+    first acknowledged, each epoch's rank (its timeline when every write carries one, else the order
+    in which its server first acknowledged) and the function giving a write's epoch."""
+    with_tl = bool(oks) and all(op.timeline is not None for op in oks)
+
+    def epoch(op: Op) -> Epoch:
+        return op.server, op.timeline if with_tl else None
+
+    epochs = list(dict.fromkeys(map(epoch, oks)))
+    first = {server: i for i, server in enumerate(dict.fromkeys(s for s, _ in epochs))}
+    return epochs, {e: e[1] if with_tl else first[e[0]] for e in epochs}, epoch
+
+
+def _epochs(epochs: list[Epoch]) -> str:
     return " -> ".join(s if tl is None else f"{s}@{tl}" for s, tl in epochs)
+
+
+@dataclass(frozen=True)
+class ZombieVerdict:
+    """From the ``direct`` writes (straight to one node's PostgreSQL, not through the frontend):
+    ``epochs`` as in ``WriterVerdict``; ``zombie_primary_s``: the longest time an older epoch still
+    acknowledged direct writes after a newer one had taken over (its last acknowledgement minus the
+    newer epoch's start), 0.0 if never; ``zombie_writes``: the direct writes older epochs acknowledged
+    after that start; ``servers``: the servers that did, longest window first. Valid iff
+    ``zombie_primary_s == 0``."""
+
+    valid: bool
+    summary: str
+    zombie_primary_s: float
+    zombie_writes: int
+    servers: tuple[str, ...]
+    epochs: tuple[Epoch, ...]
+
+
+def check_zombie(history: list[Op], promoted_at: float | None = None) -> ZombieVerdict:
+    """Two writable primaries seen directly: after a newer primary took over, an older one still
+    acknowledged direct writes.
+
+    Epochs are ranked as in ``check_single_writer``. An epoch starts with the end of its first
+    acknowledged direct write; ``promoted_at`` (the promotion the platform reported) starts the newest
+    epoch instead when earlier (a primary exists from its promotion, before a direct write reaches
+    it). An older epoch is superseded from the earliest start of any newer one; each of its
+    acknowledgements ending after that is a stale write. A newest primary that no direct write ever
+    reached is not seen: without a newer epoch, nothing is stale.
+    """
+    oks = _acked(history, ("direct",))
+    epochs, ranks, epoch = _ranked(oks)
+    ends = {e: [op.end for op in oks if epoch(op) == e] for e in epochs}
+    newest = max(ranks.values(), default=None)
+    start = {e: min(t[0], promoted_at) if promoted_at is not None and ranks[e] == newest else t[0]
+             for e, t in ends.items()}
+    windows: dict[Epoch, tuple[float, Epoch]] = {}
+    stale = 0
+    for e in epochs:
+        newer = [n for n in epochs if ranks[n] > ranks[e]]
+        if newer:
+            by = min(newer, key=start.__getitem__)
+            late = [t for t in ends[e] if t > start[by]]
+            if late:
+                windows[e] = late[-1] - start[by], by
+                stale += len(late)
+    worst = sorted(windows, key=lambda e: -windows[e][0])
+    zombie_s = windows[worst[0]][0] if worst else 0.0
+    servers = tuple(dict.fromkeys(s for s, _ in worst))
+    if not worst:
+        summary = (f"No zombie primary: {len(oks)} acknowledged direct writes"
+                   + (f" over {len(epochs)} epoch(s) {_epochs(epochs)}." if epochs else "."))
+    else:
+        summary = (f"Zombie primary: {servers[0]} still acknowledged direct writes {zombie_s:.2f} s after "
+                   f"{_epochs([windows[worst[0]][1]])} took over; {stale} stale acknowledged direct write(s) "
+                   f"from {', '.join(servers)}.")
+    return ZombieVerdict(not worst, summary, zombie_s, stale, servers, tuple(epochs))
+
+
+@dataclass(frozen=True)
+class StaleVerdict:
+    """``reads``: acknowledged reads; ``stale``: those that did not see their key (``error == "stale"``),
+    each aged from the end of the key's first acknowledged write to the read's start. Within
+    ``visible_s`` that is asynchronous replication lag (expected); older, the replica hid a key long
+    acknowledged: ``too_stale`` holds (key, server, age in s), oldest first. ``max_age_s``: the oldest
+    stale read's age (0.0 without any); ``unacknowledged``: stale reads of keys no write acknowledged
+    (not judged: nothing promised them). Valid iff ``too_stale`` is empty."""
+
+    valid: bool
+    summary: str
+    reads: int
+    stale: int
+    max_age_s: float
+    visible_s: float
+    too_stale: tuple[tuple[str, str | None, float], ...]
+    unacknowledged: int
+
+
+def check_stale_reads(history: list[Op], visible_s: float) -> StaleVerdict:
+    """Reads that missed an acknowledged key: fine within ``visible_s`` of the acknowledgement
+    (a key acknowledged ``visible_s`` before the read started may still be missing), invalid later."""
+    acked: dict[str, float] = {}
+    for op in _writes(history, "ok"):
+        acked[op.key] = min(op.end, acked.get(op.key, op.end))
+    reads = [op for op in history if op.kind == "read" and op.outcome == "ok"]
+    stale = [op for op in reads if op.error == "stale"]
+    ages = [(op.start - acked[op.key], op) for op in stale if op.key in acked]
+    too = tuple(sorted(((op.key, op.server, age) for age, op in ages if age > visible_s), key=lambda t: -t[2]))
+    max_age = max([0.0] + [age for age, _ in ages])
+    counts = f"{len(reads)} reads, {len(stale)} stale"
+    if too:
+        named = ", ".join(f"{k} on {s} ({a:.2f} s)" for k, s, a in too[:3]) + (", ..." if len(too) > 3 else "")
+        summary = f"{counts}: {len(too)} still missing more than {visible_s:g} s after the acknowledgement ({named})"
+    else:
+        summary = f"{counts}, all within {visible_s:g} s of the acknowledgement (oldest {max_age:.2f} s)"
+    unacked = len(stale) - len(ages)
+    summary += f"; {unacked} of keys never acknowledged (not judged)." if unacked else "."
+    return StaleVerdict(not too, summary, len(reads), len(stale), max_age, visible_s, too, unacked)
+
+
+#: Error classes of ``Op.error`` by lower-case substring; the first class matching wins, else "other".
+ERROR_CLASSES = (
+    ("connect timeout", ("connectiontimeout", "connection timeout", "timeout expired")),
+    ("connection refused", ("connection refused",)),
+    ("read-only", ("read-only", "readonlysqltransaction")),
+    ("starting or stopping", ("starting up", "shutting down", "cannotconnectnow")),
+    ("connection lost", ("server closed the connection", "connection is lost", "terminating connection",
+                         "connectionfailure", "consuming input failed")),
+    ("timeout", ("timeout", "timed out", "canceling statement")),
+)
+
+
+def error_class(op: Op) -> str:
+    """``"acknowledged"`` for an ok operation, else the first ``ERROR_CLASSES`` entry its error matches
+    (``"other"`` when none does)."""
+    if op.outcome == "ok":
+        return "acknowledged"
+    error = (op.error or "").lower()
+    return next((name for name, needles in ERROR_CLASSES if any(n in error for n in needles)), "other")
+
+
+@dataclass(frozen=True)
+class SequentialVerdict:
+    """The one ``sequential`` client (one attempt at a time through the frontend): ``gap_s`` from
+    ``gap_start`` to ``gap_end`` and ``first_ok_after_fault_at`` as in ``GapVerdict``, and where the
+    gap's time went: ``by_outcome`` and ``by_error`` (seconds of the attempts inside the gap, clipped
+    to it, by outcome and by ``error_class``; the write ending the gap counts as ``"acknowledged"``),
+    ``attempts`` (how many per error class) and ``idle_s`` (time in the gap outside every attempt).
+    One attempt at a time, the seconds by error class and ``idle_s`` add up to ``gap_s``. Valid iff
+    writes resumed after the fault (and within ``budget_s`` if given)."""
+
+    valid: bool
+    summary: str
+    gap_s: float
+    gap_start: float
+    gap_end: float
+    first_ok_after_fault_at: float | None
+    by_outcome: dict[str, float]
+    by_error: dict[str, float]
+    attempts: dict[str, int]
+    idle_s: float
+    budget_s: float | None
+
+
+def check_sequential_gap(history: list[Op], fault_at: float, *, budget_s: float | None = None,
+                         until: float | None = None) -> SequentialVerdict:
+    """The write gap of the sequential client around the fault at ``fault_at`` (the points of
+    ``check_write_gap``, up to ``until``), and its time by outcome, by error class and between
+    attempts. Invalid without any sequential write."""
+    history = [op for op in history if until is None or op.end <= until]
+    writes = _writes(history, clients=("sequential",))
+    start, end, first_ok = _gap(writes, fault_at, _end(history, fault_at, until))
+    inside = [(max(op.start, start), min(op.end, end), op) for op in writes if op.end > start and op.start < end]
+    by_outcome: Counter[str] = Counter()
+    by_error: Counter[str] = Counter()
+    attempts: Counter[str] = Counter()
+    for lo, hi, op in inside:
+        by_outcome[op.outcome] += hi - lo
+        by_error[error_class(op)] += hi - lo
+        attempts[error_class(op)] += 1
+    gap = end - start
+    idle = gap - _covered([(lo, hi) for lo, hi, _ in inside])
+    valid = bool(writes) and first_ok is not None and (budget_s is None or gap <= budget_s)
+    budget = "" if budget_s is None else f" (budget {budget_s:.1f} s)"
+    spent = [f"{s:.2f} s in {attempts[c]} {c} attempt(s)" for c, s in sorted(by_error.items(), key=lambda i: -i[1])]
+    if not writes:
+        summary = f"No sequential writes in the history{budget}."
+    else:
+        what = "" if first_ok is not None else " after the fault, until the end"
+        summary = (f"One sequential client: {gap:.2f} s without an acknowledged write{what}{budget}: "
+                   + ", ".join(spent + [f"{idle:.2f} s between attempts"]) + ".")
+    return SequentialVerdict(valid, summary, gap, start, end, first_ok, dict(by_outcome), dict(by_error),
+                             dict(attempts), idle, budget_s)
+
+
+def _covered(spans: list[tuple[float, float]]) -> float:
+    """The length of the union of ``spans``."""
+    total, reach = 0.0, -math.inf
+    for lo, hi in sorted(spans):
+        if hi > reach:
+            total, reach = total + hi - max(lo, reach), hi
+    return total
+
+
+#: A write gap's parts in order: (part, the event ending it, its name in sentences).
+GAP_PARTS = (("detection", "leader_key_gone", "detection"), ("election", "promoted", "election"),
+             ("node_haproxy", "haproxies_routed", "node HAProxy"), ("load_balancer", "lb_routed", "load balancer"))
+
+
+@dataclass(frozen=True)
+class GapParts:
+    """A write gap split at the events the drill observed, each part the time since the previous
+    observed event (the first since the fault): ``parts`` (the observed ones, in order, seconds),
+    ``unobserved`` (parts whose event is missing: their time folds into the next observed part),
+    ``out_of_order`` (parts whose event was observed before the previous one: left out rather than
+    given a negative duration, their time folds into the next part too), ``slowest`` (the longest
+    part; "" when none), ``other_s`` (``gap_s`` minus the parts: the gap's time before the fault and
+    after the last observed event; negative when the events run past the gap). Valid iff nothing is
+    out of order."""
+
+    valid: bool
+    summary: str
+    gap_s: float
+    parts: dict[str, float]
+    unobserved: tuple[str, ...]
+    out_of_order: tuple[str, ...]
+    slowest: str
+    other_s: float
+
+
+def split_gap(fault_at: float, events: dict[str, float | None], gap: GapVerdict) -> GapParts:
+    """Split ``gap`` (from ``check_write_gap``) at the wall-clock ``events`` observed after the fault at
+    ``fault_at``: ``leader_key_gone`` (the DCS leader key absent or expired), ``promoted`` (the new
+    timeline started, from Patroni's /history), ``haproxies_routed`` (every node's HAProxy routes 5000
+    to the new leader), ``lb_routed`` (the first write acknowledged through the frontend after the fault,
+    by the new leader). None or absent: not observed. Raises ValueError on any other event name."""
+    unknown = sorted(set(events) - {event for _, event, _ in GAP_PARTS})
+    if unknown:
+        raise ValueError(f"unknown gap event(s) {', '.join(unknown)}; known: "
+                         + ", ".join(event for _, event, _ in GAP_PARTS))
+    parts: dict[str, float] = {}
+    unobserved, out_of_order, problems = [], [], []
+    prev, prev_name = fault_at, "the fault"
+    for part, event, _ in GAP_PARTS:
+        t = events.get(event)
+        if t is None:
+            unobserved.append(part)
+        elif t < prev:
+            out_of_order.append(part)
+            problems.append(f"{event} observed {prev - t:.2f} s before {prev_name}")
+        else:
+            parts[part], prev, prev_name = t - prev, t, event
+    names = {part: name for part, _, name in GAP_PARTS}
+    slowest = max(parts, key=parts.__getitem__) if parts else ""
+    other = gap.gap_s - sum(parts.values())
+    said = ", ".join(f"{names[p]} {s:.2f} s" for p, s in parts.items()) or "no event observed"
+    summary = (f"Write gap {gap.gap_s:.2f} s: {said}" + (f", other {other:.2f} s" if round(other, 2) else "")
+               + (f" (slowest: {names[slowest]})" if slowest else "")
+               + "".join(f"; {label}: {', '.join(items)}" for label, items in
+                         (("unobserved", [names[p] for p in unobserved]), ("out of order", problems)) if items) + ".")
+    return GapParts(not problems, summary, gap.gap_s, parts, tuple(unobserved), tuple(out_of_order), slowest, other)
+
+
+@dataclass(frozen=True)
+class ConvergeVerdict:
+    """How long the stack took to converge after the heal: ``duration_s`` (None when it never did, or
+    when convergence was observed before the heal), valid iff at most ``budget_s``."""
+
+    valid: bool
+    summary: str
+    duration_s: float | None
+    budget_s: float
+
+
+def check_converged(heal_at: float, converged_at: float | None, budget_s: float) -> ConvergeVerdict:
+    """Convergence (every check of the spec passing again) observed at ``converged_at`` after the heal at
+    ``heal_at``; ``converged_at`` None: never observed. Converging before the heal is invalid (an order
+    no real run produces: a wrong timestamp), never a negative duration."""
+    budget = f"budget {budget_s:.1f} s"
+    if converged_at is None:
+        return ConvergeVerdict(False, f"Never converged after the heal ({budget}).", None, budget_s)
+    duration = converged_at - heal_at
+    if duration < 0:
+        return ConvergeVerdict(False, f"Convergence observed {-duration:.2f} s before the heal: out of order "
+                                      f"({budget}).", None, budget_s)
+    valid = duration <= budget_s
+    return ConvergeVerdict(valid, f"Converged {duration:.2f} s after the heal ({'within' if valid else 'over'} "
+                                  f"the {budget}).", duration, budget_s)
 
 
 @dataclass(frozen=True)
