@@ -6,7 +6,7 @@ NAME ?= pgha
 DEBS := systemd-container debootstrap nftables iproute2 openssh-client
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: drill test unit e2e deps venv checkov image bench-deploy lint down clean mutation bench-smoke
+.PHONY: drill test unit e2e deps venv checkov image bench-deploy lint down clean mutation bench-smoke bench-failover
 
 ## drill: deploy the staged stack on the local target, run the suites, write reports/, tear down
 drill: deps venv image
@@ -53,6 +53,11 @@ mutation: venv
 bench-smoke: deps venv image
 	$(PY) -m deployer.cli status --name $(NAME) > /dev/null 2>&1 || $(PY) -m deployer.cli up --name $(NAME)
 	$(PY) -m deployer.smoke_bench --name $(NAME)
+
+## bench-failover: crash, isolation, switchover and postmaster-kill drills 5 times each for three
+## profiles -> reports/failover.json and reports/failover.png (about 75 minutes; tears the stack down)
+bench-failover: deps venv image
+	$(PY) -m deployer.drills.bench --name $(NAME)
 
 bench-deploy: deps venv
 	$(PY) -m deployer.targets.local.bench --name $(NAME)

@@ -3,7 +3,8 @@
 Options (group ``pgha``): ``--stack NAME`` (default: the spec's name) attaches to that stack; when
 no stack of that name is up, the session deploys the full staged stack through the deployer and
 tears it down at the end, unless ``--keep-stack``. ``--spec`` and ``--target`` say what to deploy;
-``--timeout-multiplier`` scales every deadline (this process, xdist workers, deployers started).
+``--timeout-multiplier`` scales every deadline (this process, xdist workers, deployers started);
+``--budget-scale`` every drill's budget (a drill fails once its budget is below what the fault takes).
 A run of the suites writes ``reports/<run id>/`` (``reports/latest`` points at it): JUnit XML
 (xunit2), a self-contained pytest-html report (drill cards and plots beside their tests, log
 bundles linked from failed tests), drill records, and log bundles of failed tests.
@@ -39,6 +40,8 @@ def pytest_addoption(parser):
     group.addoption("--keep-stack", action="store_true", help="leave running a stack this session deployed")
     group.addoption("--timeout-multiplier", type=float, default=None,
                     help=f"scale every deadline (default: ${MULTIPLIER_ENV} or 1)")
+    group.addoption("--budget-scale", type=float, default=1.0,
+                    help="scale every drill's budget (below 1: rehearse a tighter objective; default 1)")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -22,6 +22,10 @@ REJOIN_S = 90
 REPLICA_VISIBLE_S = 10
 #: A client's reconnect after its server went away (connect_timeout and one retry).
 CLIENT_RECONNECT_S = 2
+#: A killed Patroni is back: systemd's ``RestartSec`` (2 s) and Patroni's own start.
+PATRONI_RESTART_S = 8
+#: A crashed VM is started, boots and its services run.
+VM_BOOT_S = 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +76,47 @@ class Budgets:
         load balancer's members stay healthy throughout)."""
         h = self.spec.haproxy
         return self.spec.patroni.loop_wait + h.check_inter_ms * (h.check_fall + h.check_rise) / 1000 + CLIENT_RECONNECT_S
+
+    @property
+    def postmaster_restart_s(self) -> float:
+        """Write gap for a killed postmaster: Patroni notices within one loop and restarts it in place,
+        HAProxy's ``rise`` checks see the leader again, a client reconnects."""
+        h = self.spec.haproxy
+        return self.spec.patroni.loop_wait + h.check_inter_ms * h.check_rise / 1000 + CLIENT_RECONNECT_S
+
+    @property
+    def patroni_restart_s(self) -> float:
+        """Write gap for a killed Patroni: PostgreSQL keeps serving, but HAProxy checks Patroni's REST
+        API, so the leader is out of the node HAProxies from ``fall`` failed checks until systemd
+        restarted Patroni and ``rise`` checks pass, plus a client's reconnect."""
+        h = self.spec.haproxy
+        return PATRONI_RESTART_S + h.check_inter_ms * h.check_rise / 1000 + CLIENT_RECONNECT_S
+
+    @property
+    def member_loss_s(self) -> float:
+        """Write gap when a replica or one etcd member goes: none is expected, only a client's reconnect
+        and the node HAProxies marking a lost member down; with synchronous mode, commits also wait
+        until the walsender to a lost synchronous standby times out and Patroni picks another one."""
+        p = self.spec.patroni
+        sync = p.wal_sender_timeout_ms / 1000 + p.loop_wait if p.synchronous_mode else 0
+        return CLIENT_RECONNECT_S + self.haproxy_down_s + sync
+
+    @property
+    def demote_s(self) -> float:
+        """A leader that lost the DCS turns read-only within one loop and ``retry_timeout``."""
+        p = self.spec.patroni
+        return p.loop_wait + p.retry_timeout + CLIENT_RECONNECT_S
+
+    @property
+    def quorum_recovery_s(self) -> float:
+        """Writes resume after etcd's quorum is back: a leader takes (or renews) the key within a
+        lease, the node HAProxies route to it and the load balancer's probes pass again."""
+        return self.spec.patroni.ttl + self.spec.patroni.loop_wait + self.haproxy_reroute_s + self.lb_settle_s
+
+    @property
+    def cluster_restart_s(self) -> float:
+        """Writes resume after every VM was crashed and started: the VMs boot, then as after a quorum loss."""
+        return VM_BOOT_S + self.quorum_recovery_s
 
     @property
     def converge_s(self) -> float:

@@ -11,7 +11,8 @@ from deployer.targets.base import Target
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One cluster member as Patroni reports it; ``role`` is ``leader`` or ``replica``."""
+    """One cluster member as Patroni reports it; ``role`` is ``leader`` or ``replica``; ``sync``:
+    the replica is the synchronous standby."""
 
     name: str
     address: str
@@ -19,6 +20,7 @@ class Member:
     state: str
     lag_bytes: int | None
     timeline: int | None
+    sync: bool = False
 
 
 def cluster(target: Target, timeout: float = 3.0) -> list[Member]:
@@ -39,7 +41,8 @@ def _member(m: dict) -> Member:
     leader = m["role"] in ("leader", "standby_leader")
     lag = 0 if leader else (m.get("lag") if isinstance(m.get("lag"), int) else None)  # "unknown" -> None
     return Member(name=m["name"], address=m.get("host", ""), role="leader" if leader else "replica",
-                  state=m["state"], lag_bytes=lag, timeline=m.get("timeline"))
+                  state=m["state"], lag_bytes=lag, timeline=m.get("timeline"),
+                  sync=m["role"] == "sync_standby")
 
 
 def healthy(members: list[Member], nodes: int) -> bool:

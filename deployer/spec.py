@@ -123,6 +123,9 @@ class Patroni(Strict):
     loop_wait: int = Field(10, ge=1)
     retry_timeout: int = Field(10, ge=1)
     synchronous_mode: StrictBool = False
+    #: With etcd's quorum lost, the leader keeps running as primary while it can reach every member's
+    #: REST API (Patroni's failsafe); without it, the leader demotes itself after retry_timeout.
+    failsafe_mode: StrictBool = False
     maximum_lag_on_failover: int = Field(1048576, ge=0)
     wal_sender_timeout_ms: int = Field(10000, ge=1000)
 
@@ -183,7 +186,19 @@ class Azure(Strict):
         return value
 
 
+class Workload(Strict):
+    """The drills' load: ``writes_per_s`` through the frontend for the whole run (reads on top),
+    ``steady_s`` of it before each fault, spread over ``workers`` Locust worker processes under one
+    master (0: a single local process)."""
+
+    writes_per_s: float = Field(50, gt=0, le=2000)
+    steady_s: float = Field(30, ge=1)
+    workers: int = Field(2, ge=0, le=16)
+
+
 class StackSpec(Strict):
+    #: Which variant of the stack this is (a profile file sets it; see ``load_spec``'s ``extends``).
+    profile: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")] = "default"
     name: Name = "pgha"
     admin_user: Name = "pgadmin"
     network: Network
@@ -196,6 +211,7 @@ class StackSpec(Strict):
     load_balancer: LoadBalancer = LoadBalancer()
     local: Local = Local()
     azure: Azure = Azure()
+    workload: Workload = Workload()
 
     @field_validator("nodes")
     @classmethod
@@ -313,15 +329,36 @@ def check_stack_name(name: str) -> str:
 
 
 def load_spec(path: str | Path | None = None) -> StackSpec:
-    """Read and validate a spec file; SpecError lists every bad field by its dotted path."""
-    path = Path(path) if path else DEFAULT_SPEC
+    """Read and validate a spec file; SpecError lists every bad field by its dotted path.
+
+    A profile is a spec file with ``extends: <spec file>`` (relative to itself): its mappings are
+    merged key by key over that file's, anything else (lists included) replaces; chains are allowed.
+    """
+    return parse_spec(_read(Path(path) if path else DEFAULT_SPEC, ()), source=str(path or DEFAULT_SPEC))
+
+
+def _read(path: Path, seen: tuple[Path, ...]) -> object:
+    if path.resolve() in seen:
+        raise SpecError(f"spec file {path} extends itself through {' -> '.join(map(str, seen))}")
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
         raise SpecError(f"spec file {path} does not exist") from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"spec file {path} is not valid YAML: {exc}") from exc
-    return parse_spec(raw, source=str(path))
+    if not isinstance(raw, dict) or "extends" not in raw:
+        return raw
+    base = _read(path.parent / str(raw.pop("extends")), (*seen, path.resolve()))
+    if not isinstance(base, dict):
+        raise SpecError(f"{path}: the spec it extends is not a mapping")
+    return _merged(base, raw)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def parse_spec(raw: object, source: str = "<spec>") -> StackSpec:

@@ -10,7 +10,7 @@ Environment: ``PGHA_WRITE_DSN`` (port 5000, the primary) and ``PGHA_READ_DSN`` (
 libpq DSNs holding a password, never logged; they carry ``tcp_user_timeout`` and keepalives.
 ``PGHA_HISTORY_DIR``: where each process writes ``history-<pid>.jsonl``. ``PGHA_RUN_ID``: the key
 prefix (keys are ``<run id>-<pid>-<counter>``). ``PGHA_WRITES_PER_S``: target write rate of the
-whole run (default 20), shared by the users. ``PGHA_OP_TIMEOUT``: seconds before an operation is
+whole run (default 20), shared by the ``PGHA_WRITERS`` writer users of every process (default 4). ``PGHA_OP_TIMEOUT``: seconds before an operation is
 abandoned on the client (default 10; it then counts as unknown if its statement was sent).
 
 Table: ``load.history.TABLE`` (the drill creates it; each process also tries ``history.SCHEMA``).
@@ -18,11 +18,13 @@ Table: ``load.history.TABLE`` (the drill creates it; each process also tries ``h
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import gevent
@@ -42,6 +44,9 @@ READ_DSN = os.environ["PGHA_READ_DSN"]
 HISTORY_DIR = Path(os.environ["PGHA_HISTORY_DIR"])
 RUN_ID = os.environ.get("PGHA_RUN_ID", "run")
 WRITES_PER_S = float(os.environ.get("PGHA_WRITES_PER_S", "20"))
+WRITERS = int(os.environ.get("PGHA_WRITERS", "4"))
+#: The sequential client's attempts per second (one at a time, so fewer when an attempt is slow).
+SEQUENTIAL_PER_S = 10
 OP_TIMEOUT = float(os.environ.get("PGHA_OP_TIMEOUT", "10"))
 CONNECT_TIMEOUT = 2
 WRITE_WEIGHT, READ_WEIGHT = 4, 1
@@ -69,9 +74,19 @@ class PostgresUser(User):
     """Abstract: a user whose client runs one SQL operation per call, on a fresh connection (a
     failover is seen by the next operation, no stale pooled connection), times it with
     ``perf_counter``, reports it to Locust under request type ``sql`` (failures through
-    ``exception=``) and records it in the history with its outcome."""
+    ``exception=``) and records it in the history with its outcome. A subclass may keep its
+    connection instead (``connection``/``drop``)."""
 
     abstract = True
+
+    @contextlib.contextmanager
+    def connection(self, dsn: str) -> Iterator[psycopg.Connection]:
+        """The connection one operation runs on: a fresh one, closed afterwards."""
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+            yield conn
+
+    def drop(self) -> None:
+        """Forget a kept connection after an error (nothing is kept here)."""
 
     def run_op(self, kind: str, key: str, dsn: str, query: str, params: tuple) -> tuple | None:
         """Run ``query`` with autocommit and return its row; never raises for a database failure."""
@@ -79,16 +94,19 @@ class PostgresUser(User):
         sent, row, exc = False, None, None
         try:
             with gevent.Timeout(OP_TIMEOUT, TimeoutError(f"no answer within {OP_TIMEOUT:g} s")):
-                with psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                with self.connection(dsn) as conn:
                     sent = True
                     row = conn.execute(query, params).fetchone()
         except BaseException as error:  # noqa: BLE001 - every outcome is recorded; non-Exceptions re-raised
             exc = error
+            self.drop()
         outcome = "ok" if exc is None else classify(exc, sent)
         self.record(kind, key, start, t0, outcome, row, exc)
         if exc is not None and not isinstance(exc, Exception):
             raise exc  # GreenletExit (the user is being stopped): recorded above, now stop
         return row
+
+    client = "locust"
 
     def record(self, kind, key, start, t0, outcome, row, exc) -> None:
         elapsed_ms = (time.perf_counter() - t0) * 1000
@@ -97,7 +115,7 @@ class PostgresUser(User):
         error = None if exc is None else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
         if kind == "read" and row and not row[1]:
             error = "stale"
-        history().write(Op(kind, key, start, time.time(), outcome, server, error, timeline))
+        history().write(Op(kind, key, start, time.time(), outcome, server, error, timeline, client=self.client))
         if exc is not None and not isinstance(exc, Exception):
             return  # interrupted by the end of the run: in the history, not a failure of the system
         self.environment.events.request.fire(
@@ -111,8 +129,7 @@ class Writer(PostgresUser):
 
     def on_start(self) -> None:
         global _schema_tried
-        users = max(1, getattr(self.environment.runner, "target_user_count", 0) or 1)
-        tasks_per_s = WRITES_PER_S / users * (WRITE_WEIGHT + READ_WEIGHT) / WRITE_WEIGHT
+        tasks_per_s = WRITES_PER_S / max(1, WRITERS) * (WRITE_WEIGHT + READ_WEIGHT) / WRITE_WEIGHT
         self._pace = constant_throughput(tasks_per_s)
         with _schema_lock:  # every user of this process waits for the one attempt
             if not _schema_tried:
@@ -138,3 +155,33 @@ class Writer(PostgresUser):
         if _acknowledged:
             key = random.choice(_acknowledged)
             self.run_op("read", key, READ_DSN, READ, (key,))
+
+
+class SequentialWriter(PostgresUser):
+    """One client as an application runs it: one write at a time through the primary frontend on a
+    kept connection with the application's libpq settings (the DSN's connect_timeout, keepalives,
+    tcp_user_timeout), reconnecting after any error. Its gap is what one user of the application
+    sees; the checkers split it into time spent connecting, failing and waiting."""
+
+    fixed_count = 1
+    client = "sequential"
+    wait_time = constant_throughput(SEQUENTIAL_PER_S)
+    _conn: psycopg.Connection | None = None
+
+    @contextlib.contextmanager
+    def connection(self, dsn: str) -> Iterator[psycopg.Connection]:
+        if self._conn is None:
+            self._conn = psycopg.connect(dsn, autocommit=True)
+        yield self._conn
+
+    def drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    on_stop = drop
+
+    @task
+    def write(self) -> None:
+        key = f"{RUN_ID}-{os.getpid()}-seq-{next(_counter)}"
+        self.run_op("write", key, WRITE_DSN, INSERT, (key,))

@@ -38,6 +38,16 @@ class Workload:
         """Acknowledged writes so far."""
         return sum(1 for op in self.history() if op.kind == "write" and op.outcome == "ok")
 
+    def steady_s(self) -> float:
+        """Seconds since the first acknowledged write (how long the load has been flowing)."""
+        first = min((op.end for op in self.history() if op.kind == "write" and op.outcome == "ok"), default=None)
+        return 0.0 if first is None else time.time() - first
+
+    def wait_steady(self, seconds: float) -> None:
+        """Block until writes have been acknowledged for ``seconds`` (steady load before a fault)."""
+        wait_until(f"{seconds:g} s of acknowledged writes", self.steady_s, lambda s: s >= seconds,
+                   timeout=seconds + 60, interval=1)
+
     def wait_for_writes(self, count: int, timeout: float = 30) -> None:
         """Block until ``count`` more writes have been acknowledged (the workload is really flowing)."""
         target = self.ok_writes() + count
@@ -45,31 +55,50 @@ class Workload:
                    timeout=timeout, interval=0.25)
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def running(vantage: list[str], write_dsn: str, read_dsn: str, run_dir: Path, *, users: int = 4,
-            writes_per_s: float = 20, duration_s: float = 180) -> Iterator[Workload]:
-    """Start the workload under the command prefix ``vantage``, writing through ``write_dsn`` and
-    reading through ``read_dsn`` (DSNs hold passwords: they travel in the environment only), its
-    history in ``run_dir/history``; on exit stop it (SIGTERM, then SIGKILL) and wait until it is gone."""
+            writes_per_s: float = 20, duration_s: float = 180, workers: int = 0) -> Iterator[Workload]:
+    """Start the workload under the command prefix ``vantage``: ``users`` Locust writers sharing
+    ``writes_per_s`` through ``write_dsn`` and reading through ``read_dsn``, plus one sequential
+    client (DSNs hold passwords: they travel in the environment only). With ``workers``, Locust runs
+    distributed: one master (no users of its own) and that many worker processes, each writing its
+    own history file, so load can come from more than one machine. History in ``run_dir/history``,
+    Locust's own reports as ``run_dir/locust_*.csv`` and ``run_dir/locust.html``. On exit every
+    process is stopped (SIGTERM, then SIGKILL) and waited for."""
     history_dir = run_dir / "history"
     history_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PGHA_WRITE_DSN": write_dsn, "PGHA_READ_DSN": read_dsn, "PGHA_HISTORY_DIR": str(history_dir),
-           "PGHA_RUN_ID": run_dir.name, "PGHA_WRITES_PER_S": str(writes_per_s)}
-    argv = [*vantage, sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-            "-u", str(users), "-r", str(users), "-t", f"{int(duration_s)}s", "--only-summary", "--stop-timeout", "5"]
+           "PGHA_RUN_ID": run_dir.name, "PGHA_WRITES_PER_S": str(writes_per_s), "PGHA_WRITERS": str(users)}
+    locust = [*vantage, sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+    total = users + 1  # the sequential client is one more user (fixed_count = 1)
+    master = [*locust, "--headless", "-u", str(total), "-r", str(total), "-t", f"{int(duration_s)}s",
+              "--only-summary", "--stop-timeout", "5", "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html")]
+    if workers:
+        master += ["--master", "--master-bind-host", "127.0.0.1", "--expect-workers", str(workers)]
     log_file = run_dir / "locust.log"
-    log.info("Workload: %d Locust users, %g writes/s, at most %d s.", users, writes_per_s, duration_s)
+    log.info("Workload: %d Locust writers and one sequential client, %g writes/s, %s, at most %d s.", users,
+             writes_per_s, f"{workers} workers under one master" if workers else "one process", duration_s)
     started = time.monotonic()
-    with open(log_file, "w") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    procs = []
     try:
-        yield Workload(proc, history_dir, log_file)
+        with open(log_file, "w") as out:
+            procs.append(subprocess.Popen(master, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            for i in range(workers):
+                with open(run_dir / f"locust-worker-{i + 1}.log", "w") as wout:
+                    procs.append(subprocess.Popen([*locust, "--worker", "--master-host", "127.0.0.1"], env=env,
+                                                  stdout=wout, stderr=subprocess.STDOUT, start_new_session=True))
+        yield Workload(procs[0], history_dir, log_file)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        log.info("Workload stopped after %.0f s (exit %s).", time.monotonic() - started, proc.returncode)
+        for proc in procs:
+            _stop(proc)
+        log.info("Workload stopped after %.0f s (exit %s).", time.monotonic() - started, procs[0].returncode if procs else None)

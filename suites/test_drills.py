@@ -1,7 +1,9 @@
 """Drills under load (Jepsen in pytest), one per catalogue entry (``deployer/drills/catalogue.py``):
-a Locust workload writes through the frontend, the fault hits the leader and is healed, and the
-checkers judge the history: no acknowledged write lost, never two primaries acknowledging at once,
-the write gap within the budget derived from the spec. Records in reports/<stack>/drills.json.
+steady Locust load through the frontend, direct writers inside the network, the fault on its
+victim, held until the expected behaviour is seen, healed; the checkers judge the history. A drill
+fails on every promise the spec makes and the run broke (``trial.Trial.failures``): the budget,
+one writable primary through the load balancer, convergence, the expected leader (no) change, and
+with synchronous replication zero lost writes and no zombie primary. Records in drills.json.
 """
 
 from __future__ import annotations
@@ -20,11 +22,8 @@ pytestmark = pytest.mark.chaos
 
 
 @pytest.mark.parametrize("drill", drill_params(CATALOGUE))
-def test_drill(stack, drill, extras):
-    result = trial.run(stack, drill)
+def test_drill(stack, drill, extras, request):
+    result = trial.run(stack, drill, budget_scale=request.config.option.budget_scale)
     extras.append(pytest_html.extras.html(report.drill_card(result.record)))
     extras.append(pytest_html.extras.png(base64.b64encode(Path(result.record["timeline_plot"]).read_bytes()).decode()))
-    assert result.sets.valid, result.sets.summary
-    assert result.writer.valid, result.writer.summary
-    assert result.gap.gap_s <= result.budget_s, \
-        f"write gap {result.gap.gap_s:.1f} s exceeds the budget {result.budget_s:g} s ({result.gap.summary})"
+    assert not result.failures, f"{drill.name}: " + "\n".join(result.failures)

@@ -15,6 +15,7 @@ def expected_config(spec) -> dict:
     p = spec.patroni
     return {"ttl": p.ttl, "loop_wait": p.loop_wait, "retry_timeout": p.retry_timeout,
             "maximum_lag_on_failover": p.maximum_lag_on_failover, "synchronous_mode": p.synchronous_mode,
+            "failsafe_mode": p.failsafe_mode,
             "postgresql.parameters.max_connections": spec.postgres.max_connections,
             "postgresql.parameters.wal_sender_timeout": p.wal_sender_timeout_ms}
 

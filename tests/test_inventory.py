@@ -343,6 +343,7 @@ def test_haproxy_cfg_routes_to_every_node_with_the_spec_checks(rendered):
         assert all(s[-3:] == ["check", "port", str(spec.ports.patroni)] for s in servers)
     health = sections["frontend health"]
     assert f"bind :{spec.ports.haproxy_health}" in health and "monitor-uri /health" in health
+    assert "monitor fail if { nbsrv(primary) lt 1 }" in health, "the probe must fail without a primary to route to"
 
 
 def test_patroni_unit_restarts_always_as_postgres(rendered):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +14,7 @@ from deployer.spec import (DEFAULT_SPEC, SpecError, admits_internet, check_for_t
                            parse_spec)
 
 RAW = yaml.safe_load(DEFAULT_SPEC.read_text())
+PROFILES = Path(__file__).parents[1] / "deployer" / "profiles"
 
 
 def changed(path: str, value):
@@ -210,3 +212,52 @@ def test_a_spec_that_is_not_a_mapping_is_refused(tmp_path):
     bad.write_text("name: pgha\n")
     with pytest.raises(SpecError, match=f"^{re.escape(str(bad))} is invalid:\n  network: Field required\n  nodes"):
         load_spec(bad)
+
+
+def test_the_shipped_profiles_extend_stack_yaml_and_change_only_what_they_say():
+    base = load_spec()
+    defaults = load_spec(PROFILES / "patroni-defaults.yaml")
+    sync = load_spec(PROFILES / "tuned-sync.yaml")
+    assert (defaults.profile, defaults.patroni.ttl, defaults.patroni.loop_wait, defaults.patroni.retry_timeout) == \
+        ("patroni-defaults", 30, 10, 10)
+    assert (sync.profile, sync.patroni.synchronous_mode, sync.patroni.failsafe_mode) == ("tuned-sync", True, True)
+    assert sync.nodes == base.nodes and sync.security_rules == base.security_rules  # lists come from the base
+    assert defaults.model_copy(update={"profile": "default", "patroni": base.patroni}) == base
+
+
+def test_a_profile_merges_mappings_key_by_key_and_replaces_lists(tmp_path):
+    (tmp_path / "base.yaml").write_text(DEFAULT_SPEC.read_text())
+    (tmp_path / "p.yaml").write_text("extends: base.yaml\nprofile: p\npatroni: {ttl: 40}\n"
+                                     "nodes: [{name: a1, address: 10.0.1.7}, {name: a2, address: 10.0.1.8},"
+                                     " {name: a3, address: 10.0.1.9}]\n")
+    spec = load_spec(tmp_path / "p.yaml")
+    assert spec.patroni.ttl == 40 and spec.patroni.loop_wait == load_spec().patroni.loop_wait
+    assert [n.name for n in spec.nodes] == ["a1", "a2", "a3"]
+
+
+def test_a_profile_that_extends_itself_or_nothing_is_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(SpecError, match="extends itself"):
+        load_spec(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(SpecError, match="missing.yaml does not exist"):
+        load_spec(tmp_path / "c.yaml")
+
+
+def test_a_profile_is_validated_like_any_spec(tmp_path):
+    (tmp_path / "p.yaml").write_text(f"extends: {DEFAULT_SPEC}\npatroni: {{failsafe_mode: 'yes'}}\n")
+    with pytest.raises(SpecError, match="patroni.failsafe_mode"):
+        load_spec(tmp_path / "p.yaml")
+
+
+def test_drill_budgets_follow_the_spec():
+    b = Budgets(load_spec())
+    p, h = b.spec.patroni, b.spec.haproxy
+    assert b.postmaster_restart_s == p.loop_wait + h.check_inter_ms * h.check_rise / 1000 + 2
+    assert b.member_loss_s == 2 + b.haproxy_down_s
+    assert b.demote_s == p.loop_wait + p.retry_timeout + 2
+    assert b.quorum_recovery_s == p.ttl + p.loop_wait + b.haproxy_reroute_s + b.lb_settle_s
+    assert b.cluster_restart_s == 30 + b.quorum_recovery_s
+    sync = Budgets(load_spec(PROFILES / "tuned-sync.yaml"))
+    assert sync.member_loss_s == b.member_loss_s + p.wal_sender_timeout_ms / 1000 + p.loop_wait

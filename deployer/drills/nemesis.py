@@ -44,6 +44,55 @@ def stopped_service(unit: str) -> Fault:
     return fault
 
 
+def killed_postmaster(stack: Stack, node: str) -> ContextManager[None]:
+    """``kill -9`` the postmaster on a node (its backends die with it); heal: Patroni restarts it in
+    place on its next loop, and ``systemctl start patroni`` makes sure Patroni itself runs."""
+    script = 'kill -9 "$(head -1 "$(sudo -u postgres psql -XAtc "SHOW data_directory")/postmaster.pid")"'
+    return _injected(f"postmaster killed (SIGKILL) on {node}", lambda: stack.ssh(node, ["sudo", "sh", "-c", script]),
+                     lambda: stack.ssh(node, ["sudo", "systemctl", "start", "patroni"]))
+
+
+def signalled_patroni(signal: str, then: str | None = None) -> Fault:
+    """Send ``signal`` to Patroni's main process on a node (systemd ``--kill-who=main``: PostgreSQL,
+    its child, is spared); heal: send ``then`` (e.g. CONT after STOP), then ``systemctl start patroni``
+    (systemd restarts a killed Patroni by itself; the start makes sure)."""
+    def signal_patroni(stack: Stack, node: str, sig: str) -> None:
+        stack.ssh(node, ["sudo", "systemctl", "kill", "--kill-who=main", "-s", sig, "patroni"])
+
+    def heal(stack: Stack, node: str) -> None:
+        if then:
+            signal_patroni(stack, node, then)
+        stack.ssh(node, ["sudo", "systemctl", "start", "patroni"])
+
+    def fault(stack: Stack, node: str) -> ContextManager[None]:
+        return _injected(f"Patroni sent SIG{signal} on {node}", lambda: signal_patroni(stack, node, signal),
+                         lambda: heal(stack, node))
+    return fault
+
+
+def stopped_on_majority(unit: str) -> Fault:
+    """``systemctl stop UNIT`` on a majority of the nodes, ``node`` first, then the next ones in spec
+    order (for etcd: its quorum is lost); heal: start it on all of them, also if a stop failed."""
+    def fault(stack: Stack, node: str) -> ContextManager[None]:
+        names = [n.name for n in stack.spec.nodes]
+        i = names.index(node)
+        chosen = (names[i:] + names[:i])[:len(names) // 2 + 1]
+        return _injected(f"{unit} stopped on {', '.join(chosen)} (a majority)",
+                         lambda: [stack.ssh(n, ["sudo", "systemctl", "stop", unit]) for n in chosen],
+                         lambda: [stack.ssh(n, ["sudo", "systemctl", "start", unit]) for n in chosen])
+    return fault
+
+
+@contextlib.contextmanager
+def crashed_cluster(stack: Stack, node: str) -> Iterator[None]:
+    """Crash every VM (``crashed_vm``), ``node`` first; heal: each is started again, in reverse order,
+    every heal attempted even if one fails (capability ``crash_vm``)."""
+    with contextlib.ExitStack() as faults:
+        for name in [node] + [n.name for n in stack.spec.nodes if n.name != node]:
+            faults.enter_context(crashed_vm(stack, name))
+        yield
+
+
 def isolated(stack: Stack, node: str) -> ContextManager[None]:
     """Cut a node off the network (capability ``isolate``); heal: reconnect it."""
     return _injected(f"{node} isolated", lambda: stack.target.isolate(node), lambda: stack.target.heal(node))

@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from deployer.drills.checkers import GapVerdict, throughput  # noqa: E402
+from deployer.drills.checkers import FRONTEND, GapVerdict, throughput  # noqa: E402
 from deployer.stack import Stack  # noqa: E402
 from load.history import Op  # noqa: E402
 
@@ -52,9 +52,12 @@ def collect_logs(stack: Stack, bundle: Path) -> None:
 
 
 def plot_timeline(history: list[Op], fault_at: float, heal_at: float | None, gap: GapVerdict, path: Path,
-                  title: str) -> Path:
-    """Write ``path`` (PNG): stacked ok/fail/unknown writes per second, seconds relative to the fault."""
-    series = throughput(history, 1.0)
+                  title: str, marks: dict[str, float] | None = None,
+                  leaders: list[tuple[float, str | None]] | None = None) -> Path:
+    """Write ``path`` (PNG): stacked ok/fail/unknown writes per second through the frontend, seconds
+    relative to the fault; ``marks`` (label -> time: the gap's parts) as dotted lines, ``leaders``
+    (time, holder) as the leader key's changes along the top."""
+    series = throughput([op for op in history if op.client in FRONTEND], 1.0)
     xs = [b.start - fault_at for b in series.buckets]
     fig, ax = plt.subplots(figsize=(10, 3.6), dpi=110)
     ok = [b.ok for b in series.buckets]
@@ -69,6 +72,13 @@ def plot_timeline(history: list[Op], fault_at: float, heal_at: float | None, gap
         ax.axvline(heal_at - fault_at, color="#264653", linestyle=":", linewidth=1)
         ax.annotate("heal", (heal_at - fault_at, 1), xycoords=("data", "axes fraction"), xytext=(3, -24),
                     textcoords="offset points")
+    for i, (label, at) in enumerate(sorted((marks or {}).items(), key=lambda m: m[1])):
+        ax.axvline(at - fault_at, color="#6d597a", linestyle=":", linewidth=1)
+        ax.annotate(label.replace("_", " "), (at - fault_at, 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -36 - 11 * i), textcoords="offset points", fontsize=7, color="#6d597a")
+    for at, holder in leaders or []:
+        ax.annotate(f"leader {holder}", (at - fault_at, 1), xycoords=("data", "axes fraction"), xytext=(0, 4),
+                    textcoords="offset points", fontsize=7, rotation=30, color="#264653")
     ax.axvspan(gap.gap_start - fault_at, gap.gap_end - fault_at, color="#e76f51", alpha=0.12, zorder=0,
                label=f"write gap {gap.gap_s:.1f} s")
     ax.set_xlabel("seconds since the fault")
@@ -85,10 +95,16 @@ def drill_card(record: dict) -> str:
     """One drill's verdicts and numbers against its budget, as an HTML fragment for the run's report."""
     esc = html.escape
     verdict = "within" if record["within_budget"] else "OVER"
+    mode = "synchronous" if record["synchronous_mode"] else "asynchronous"
+    parts = ", ".join(f"{esc(k)} {v:.2f} s" for k, v in record["gap_parts_s"].items()) or "none observed"
+    items = "".join(f"<li>{esc(str(record[k]))}</li>" for k in ("set", "single_writer", "zombie", "stale_reads",
+                                                               "sequential"))
     return (f"<h3>{esc(record['drill'])}: {esc(record['old_leader'])} &rarr; {esc(record['new_leader'])}</h3>"
-            f"<p>Write gap {record['write_gap_s']} s, budget {record['budget_s']} s: {verdict} budget.</p>"
-            f"<p>Expected: {esc(record['expect'])}</p>"
-            f"<ul><li>{esc(record['set'])}</li><li>{esc(record['single_writer'])}</li></ul>")
+            f"<p>Profile {esc(record['profile'])} ({mode} replication). Measured {record['measured_s']} s "
+            f"from the {esc(record['budget_from'])}, budget {record['budget_s']} s: {verdict} budget. "
+            f"Write gap {record['write_gap_s']} s: {parts}. Converged {record['converged_s']} s after the heal.</p>"
+            f"<p>Expected: {esc(record['expect'])}</p><p>Verdict: {esc(record['verdict'])}</p><ul>{items}</ul>"
+            f"<p><a href='file://{esc(record['locust_html'])}'>Locust's report</a></p>")
 
 
 def log_links(bundle: Path, reports: Path) -> str:

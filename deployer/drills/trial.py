@@ -1,25 +1,30 @@
-"""One drill, run: a healthy cluster, a Locust workload through the frontend, the catalogue's fault
-on the leader and its heal, the cluster converged again, and the checkers' verdicts on the history.
+"""One drill, run: a healthy cluster, steady Locust load through the frontend with the observers
+watching (``observer``), the catalogue's fault on its victim, held until the expected behaviour is
+seen, healed, the cluster converged again, and every checker's verdict on the history.
 
-The suites assert on a ``Trial``; this module only measures and records (``drills.json``, the
-history and a timeline plot under ``reports/<stack>/drills/<drill>-<time>/``).
+``failures`` holds each broken promise as a sentence, by the policy the spec sets: lost
+acknowledged writes and a zombie primary fail a drill only where the spec promises none
+(synchronous mode); otherwise they are reported as the known risk they are. The suites assert on
+``failures``; this module measures and records (``drills.json``, the history, Locust's reports and
+a timeline plot under ``reports/<stack>/drills/<drill>-<time>/``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 
 from deployer import patroni
-from deployer.drills import checkers, report
+from deployer.drills import checkers, holds, observer, report
 from deployer.drills.catalogue import Drill
 from deployer.stack import Stack
 from deployer.wait import wait_until
 from load import runner
-from load.history import SCHEMA, keys_of_run_query
+from load.history import SCHEMA, Op, keys_of_run_query
 
-#: Acknowledged writes that show the workload flows: before the fault, during it, after the heal.
-FLOWING_WRITES = 20
+#: Locust writers (the sequential client comes on top).
+USERS = 4
 
 
 def converged(stack: Stack, rejoined: str | None = None) -> list[patroni.Member]:
@@ -34,55 +39,131 @@ def converged(stack: Stack, rejoined: str | None = None) -> list[patroni.Member]
                       timeout=stack.budgets.rejoin_s)
 
 
-def leader_other_than(stack: Stack, old: str) -> patroni.Member | None:
-    """The one running leader if it is not ``old``, else None."""
-    leaders = [m for m in stack.cluster() if m.role == "leader" and m.state == "running"]
-    return leaders[0] if len(leaders) == 1 and leaders[0].name != old else None
+def _victim(drill: Drill, members: list[patroni.Member]) -> str:
+    if drill.victim == "leader":
+        return next(m.name for m in members if m.role == "leader")
+    replicas = sorted((m for m in members if m.role == "replica"), key=lambda m: not m.sync)
+    return replicas[0].name
+
+
+def _promoted_at(stack: Stack, leader: str, after: float) -> float | None:
+    """When the newest timeline began, from Patroni's ``/history`` (if after ``after``)."""
+    entries = patroni.get(stack.target, leader, "/history")
+    if not entries:
+        return None
+    at = datetime.datetime.fromisoformat(entries[-1][3]).timestamp()
+    return at if at >= after else None
+
+
+def _postmaster_started(stack: Stack, node: str) -> str:
+    return stack.psql(node, "SELECT pg_postmaster_start_time()")[0][0]
+
+
+def _first_ok(history: list[Op], after: float) -> float | None:
+    return min((op.end for op in history if op.kind == "write" and op.outcome == "ok" and op.client in checkers.FRONTEND
+                and op.end > after), default=None)
 
 
 @dataclasses.dataclass(frozen=True)
 class Trial:
-    """The verdicts of one drill and the record written for it."""
+    """The verdicts of one drill, the broken promises (``failures``) and the record written for it."""
 
     drill: Drill
     budget_s: float
-    sets: checkers.SetVerdict
-    writer: checkers.WriterVerdict
-    gap: checkers.GapVerdict
-    members: list[patroni.Member]
+    measured_s: float
+    failures: list[str]
     record: dict
 
 
-def run(stack: Stack, drill: Drill) -> Trial:
-    """Run ``drill`` once against the current leader, under load; record it and return the verdicts."""
-    budget = drill.budget(stack.budgets)
-    converged(stack)
-    ports = stack.spec.ports
+def run(stack: Stack, drill: Drill, budget_scale: float = 1.0) -> Trial:
+    """Run ``drill`` once under load, record it and return the verdicts. ``budget_scale`` shrinks or
+    widens the budget (a rehearsal of a tighter objective: below what the fault reaches, it fails)."""
+    spec, ports = stack.spec, stack.spec.ports
+    budget = drill.budget(stack.budgets) * budget_scale
+    before = converged(stack)
+    old = next(m for m in before if m.role == "leader")
+    victim = _victim(drill, before)
     stack.sql(ports.haproxy_primary, SCHEMA)
+    postmaster = _postmaster_started(stack, victim) if drill.keeps_postmaster else None
     run_dir = stack.reports / "drills" / f"{drill.name}-{int(time.time())}"
-    old = stack.leader()
+    load = spec.workload
     with runner.running(stack.target.vantage(), stack.dsn(ports.haproxy_primary), stack.dsn(ports.haproxy_replicas),
-                        run_dir) as workload:
-        workload.wait_for_writes(FLOWING_WRITES)
+                        run_dir, users=USERS, writes_per_s=load.writes_per_s, workers=load.workers,
+                        duration_s=load.steady_s + 900) as workload, \
+            observer.observing(stack, victim, workload.history_dir, direct=drill.direct) as seen:
+        workload.wait_steady(load.steady_s)
         fault_at = time.time()
-        with drill.fault(stack, old.name):
-            wait_until(f"a leader other than {old.name}", lambda: leader_other_than(stack, old.name),
-                       timeout=budget + 10)
-            workload.wait_for_writes(FLOWING_WRITES, timeout=budget + 10)
+        with drill.fault(stack, victim):
+            drill.hold(stack, workload, old.name, victim, budget)
         heal_at = time.time()
-        members = converged(stack, rejoined=old.name)
-        workload.wait_for_writes(FLOWING_WRITES)
+        back_as_replica = drill.victim == "replica" or drill.leader_change is True
+        members = converged(stack, rejoined=victim if back_as_replica else None)
+        converged_at = time.time()
+        workload.wait_for_writes(holds.FLOWING_WRITES)
     history = workload.history()
+    new = next(m for m in members if m.role == "leader")
     final = {row[0] for row in stack.sql(ports.haproxy_primary, keys_of_run_query(run_dir.name))}
-    sets = checkers.check_set(history, final)
+    promoted = _promoted_at(stack, new.name, fault_at) if new.name != old.name else None
+    survivors = [n.name for n in spec.nodes if n.name != victim]
+    gap = checkers.check_write_gap(history, fault_at, heal_at)
+    # The gap's hops exist where a new leader took over; the write that closed the gap is the last one.
+    events = {"leader_key_gone": seen.leader_key_gone(fault_at), "promoted": promoted,
+              "haproxies_routed": seen.routed(promoted, survivors, new.name),
+              "lb_routed": gap.gap_end if gap.first_ok_after_fault_at is not None else None} if promoted else {}
+
+    sync = spec.patroni.synchronous_mode
+    sets = checkers.check_set(history, final, require_direct=sync)
     writer = checkers.check_single_writer(history)
-    gap = checkers.check_write_gap(history, fault_at, heal_at, budget_s=budget)
-    new = next(m.name for m in members if m.role == "leader")
+    zombie = checkers.check_zombie(history, promoted)
+    stale = checkers.check_stale_reads(history, stack.budgets.replica_visible_s)
+    sequential = checkers.check_sequential_gap(history, fault_at)
+    parts = checkers.split_gap(fault_at, events, gap)
+    convergence = checkers.check_converged(heal_at, converged_at, stack.budgets.rejoin_s)
+    if drill.budget_from == "heal":
+        resumed = _first_ok(history, heal_at)
+        measured = float("inf") if resumed is None else resumed - heal_at
+        measured_what = "writes resumed after the heal in"
+    else:
+        measured, measured_what = gap.gap_s, "write gap"
+
+    failures = [] if measured <= budget else [
+        f"{measured_what} {measured:.1f} s exceeds the budget {budget:g} s ({gap.summary} {parts.summary})"]
+    failures += [v.summary for v in (writer, convergence) if not v.valid]
+    if sets.unexpected or sets.failed_present or (sync and sets.lost):
+        failures.append(sets.summary)
+    if sync and not zombie.valid:
+        failures.append(zombie.summary)
+    if sync and not stale.valid:
+        failures.append(stale.summary)
+    if drill.leader_change is True and new.name == old.name:
+        failures.append(f"expected a new leader, {old.name} leads again")
+    if drill.leader_change is False and (new.name != old.name or new.timeline != old.timeline):
+        failures.append(f"expected {old.name} to lead on timeline {old.timeline} throughout; "
+                        f"now {new.name} on timeline {new.timeline}")
+    if postmaster is not None and (now := _postmaster_started(stack, victim)) != postmaster:
+        failures.append(f"PostgreSQL on {victim} was restarted (postmaster start {postmaster} -> {now})")
+
     plot = report.plot_timeline(history, fault_at, heal_at, gap, run_dir / "timeline.png",
-                                f"{drill.name}: {old.name} -> {new}, write gap {gap.gap_s:.1f} s (budget {budget:g} s)")
-    record = {"drill": drill.name, "expect": drill.expect, "old_leader": old.name, "new_leader": new,
-              "budget_s": budget, "write_gap_s": round(gap.gap_s, 2), "within_budget": gap.gap_s <= budget,
-              "set": sets.summary, "single_writer": writer.summary, "history": str(run_dir / "history"),
-              "timeline_plot": str(plot)}
+                                f"{drill.name} ({spec.profile}, {'sync' if sync else 'async'}): {old.name} -> "
+                                f"{new.name}, {measured_what} {measured:.1f} s (budget {budget:g} s)",
+                                marks={k: v for k, v in events.items() if v is not None},
+                                leaders=[(t, holder) for t, what, holder in seen.leader_key if what == "PUT"])
+    writes = [op for op in history if op.kind == "write" and op.client in checkers.FRONTEND]
+    record = {
+        "drill": drill.name, "fault": drill.name, "profile": spec.profile, "synchronous_mode": sync,
+        "failsafe_mode": spec.patroni.failsafe_mode, "expect": drill.expect, "victim": victim,
+        "old_leader": old.name, "new_leader": new.name, "budget_s": round(budget, 2),
+        "budget_from": drill.budget_from, "measured_s": round(measured, 2), "within_budget": measured <= budget,
+        "write_gap_s": round(gap.gap_s, 2), "gap_parts_s": parts.parts, "gap_slowest": parts.slowest,
+        "sequential_gap_s": round(sequential.gap_s, 2), "sequential": sequential.summary,
+        "ops": len(history), "ok": sum(op.outcome == "ok" for op in writes),
+        "failed": sum(op.outcome == "fail" for op in writes), "unknown": sum(op.outcome == "unknown" for op in writes),
+        "lost": len(sets.lost), "lost_direct": len(sets.lost_direct), "unexpected": len(sets.unexpected),
+        "recovered": len(sets.recovered), "two_primaries": not writer.valid,
+        "zombie_primary_s": round(zombie.zombie_primary_s, 2), "stale_reads": stale.summary,
+        "converged_s": round(converged_at - heal_at, 2), "set": sets.summary, "single_writer": writer.summary,
+        "zombie": zombie.summary, "verdict": "pass" if not failures else "; ".join(failures),
+        "history": str(run_dir / "history"), "locust_html": str(run_dir / "locust.html"), "timeline_plot": str(plot),
+    }
     report.append_record(stack.reports / "drills.json", record, key="drill")
-    return Trial(drill, budget, sets, writer, gap, members, record)
+    return Trial(drill, budget, measured, failures, record)

@@ -1,0 +1,111 @@
+"""The drill machinery without a stack: every catalogue entry is complete and its budget comes from
+the spec; each fault heals, also when the body fails; the observers' event reading is exact."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from deployer.budgets import Budgets
+from deployer.drills import holds, nemesis
+from deployer.drills.catalogue import CATALOGUE
+from deployer.drills.observer import Observations
+from deployer.spec import load_spec
+from deployer.targets.base import CAPABILITIES
+
+SPEC = load_spec()
+
+ISSUE_FAULTS = {"kill-postmaster", "kill-patroni", "freeze-patroni", "crash-primary-vm", "isolate-primary",
+                "isolate-replica", "stop-etcd-member", "etcd-quorum-loss", "switchover", "cluster-restart"}
+
+
+def test_the_catalogue_holds_every_fault_once_each_with_a_budget_and_an_expectation():
+    assert {d.name for d in CATALOGUE} == ISSUE_FAULTS and len(CATALOGUE) == len(ISSUE_FAULTS)
+    budgets = Budgets(SPEC)
+    for drill in CATALOGUE:
+        assert 0 < drill.budget(budgets) < 120, drill.name
+        assert drill.expect.endswith(".") and len(drill.expect) > 40, drill.name
+        assert drill.needs is None or drill.needs in CAPABILITIES, drill.name
+        assert drill.hold in (holds.new_leader, holds.writes_flow, holds.another_sync_standby, holds.quorum_lost,
+                              holds.nothing), drill.name
+
+
+def test_faults_that_stop_writes_by_design_are_budgeted_from_the_heal():
+    by_name = {d.name: d for d in CATALOGUE}
+    assert {d.name for d in CATALOGUE if d.budget_from == "heal"} == {"etcd-quorum-loss", "cluster-restart"}
+    assert by_name["kill-patroni"].keeps_postmaster and by_name["kill-postmaster"].leader_change is False
+    assert by_name["isolate-replica"].victim == "replica"
+
+
+class FakeTarget:
+    def __init__(self, fail_start: str | None = None):
+        self.calls, self.fail_start = [], fail_start
+
+    def crash_vm(self, node):
+        self.calls.append(("crash", node))
+
+    def start_vm(self, node):
+        self.calls.append(("start", node))
+        if node == self.fail_start:
+            raise nemesis.TargetError(f"{node} did not start")
+
+
+class FakeStack:
+    spec = SPEC
+
+    def __init__(self, target=None):
+        self.target, self.commands = target or FakeTarget(), []
+
+    def ssh(self, node, command, **_):
+        self.commands.append((node, " ".join(command)))
+
+
+def test_a_signalled_patroni_is_continued_and_started_even_when_the_drill_fails():
+    stack = FakeStack()
+    with pytest.raises(RuntimeError), nemesis.signalled_patroni("STOP", then="CONT")(stack, "pg1"):
+        raise RuntimeError("the hold timed out")
+    assert [c for _, c in stack.commands] == [
+        "sudo systemctl kill --kill-who=main -s STOP patroni", "sudo systemctl kill --kill-who=main -s CONT patroni",
+        "sudo systemctl start patroni"]
+
+
+def test_etcd_is_stopped_on_a_majority_starting_with_the_victim_and_started_on_all_of_them():
+    stack = FakeStack()
+    with nemesis.stopped_on_majority("etcd")(stack, "pg3"):
+        pass
+    assert stack.commands == [("pg3", "sudo systemctl stop etcd"), ("pg1", "sudo systemctl stop etcd"),
+                              ("pg3", "sudo systemctl start etcd"), ("pg1", "sudo systemctl start etcd")]
+
+
+def test_a_crashed_cluster_starts_every_vm_even_when_one_start_fails():
+    stack = FakeStack(FakeTarget(fail_start="pg3"))
+    with pytest.raises(nemesis.TargetError, match="pg3 did not start"), nemesis.crashed_cluster(stack, "pg2"):
+        pass
+    assert stack.target.calls == [("crash", "pg2"), ("crash", "pg1"), ("crash", "pg3"),
+                                  ("start", "pg3"), ("start", "pg1"), ("start", "pg2")]
+
+
+def test_the_leader_key_gone_is_the_first_delete_after_the_fault():
+    seen = Observations(leader_key=[(5.0, "DELETE", None), (6.0, "PUT", "pg1"), (12.0, "PUT", "pg1"),
+                                    (13.0, "DELETE", None), (14.0, "PUT", "pg2")])
+    assert seen.leader_key_gone(10.0) == 13.0 and seen.leader_key_gone(13.0) == 13.0
+    assert seen.leader_key_gone(13.5) is None
+
+
+def test_routed_waits_for_every_named_node_to_route_to_the_new_leader_alone():
+    seen = Observations(routing=[(1.0, "pg2", ("pg1",)), (1.1, "pg3", ("pg1",)), (2.0, "pg2", ("pg2",)),
+                                 (2.1, "pg3", ("pg1", "pg2")), (3.0, "pg3", ("pg2",)), (3.5, "pg1", ())])
+    assert seen.routed(0.0, ["pg2", "pg3"], "pg2") == 3.0
+    assert seen.routed(0.0, ["pg1", "pg2", "pg3"], "pg2") is None  # pg1 never routed to pg2
+    assert seen.routed(3.2, ["pg2", "pg3"], "pg2") == 3.5  # the first look after ``after``
+    assert seen.routed(0.0, ["pg2"], "pg2") == 2.0
+
+
+def test_faults_are_context_managers_whose_heal_runs_on_exit():
+    stack = FakeStack()
+    fault = nemesis.killed_postmaster(stack, "pg1")
+    assert isinstance(fault, contextlib.AbstractContextManager)
+    with fault:
+        assert len(stack.commands) == 1 and "kill -9" in stack.commands[0][1]
+    assert stack.commands[-1] == ("pg1", "sudo systemctl start patroni")
