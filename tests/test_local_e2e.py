@@ -83,6 +83,14 @@ def test_the_suites_pass_against_the_stack(deployed):
     assert proc.returncode == 0, proc.stdout[-4000:]
 
 
+def test_a_drill_fails_naming_its_budget_when_the_budget_is_below_what_the_fault_takes(deployed):
+    """The negative control of every drill's budget: the switchover drill with its budget scaled to
+    a twentieth (0.5 s) must fail, saying the gap exceeds the budget."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_drills.py", "-k", "switchover", "--stack", NAME,
+                           "--budget-scale", "0.05", "-q", "-p", "no:cacheprovider"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "exceeds the budget 0.5 s" in proc.stdout, proc.stdout[-3000:]
+
+
 def _read_only_suites(*selection: str, junit: Path) -> dict[str, str]:
     """Run the read-only suites (or ``selection``) against the e2e stack; failed test id -> message."""
     args = list(selection) or ["suites", "-m", "smoke or acceptance", "-n", "2"]
