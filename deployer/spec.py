@@ -126,6 +126,9 @@ class Patroni(Strict):
     #: With etcd's quorum lost, the leader keeps running as primary while it can reach every member's
     #: REST API (Patroni's failsafe); without it, the leader demotes itself after retry_timeout.
     failsafe_mode: StrictBool = False
+    #: Patroni's watchdog where the target provides one (capability ``watchdog``: a frozen primary's
+    #: VM is reset before its key expires); targets without one run with it off.
+    watchdog_mode: Literal["off", "automatic", "required"] = "required"
     maximum_lag_on_failover: int = Field(1048576, ge=0)
     wal_sender_timeout_ms: int = Field(10000, ge=1000)
 

@@ -42,6 +42,9 @@ class FakeTarget:
     def __init__(self, fail_start: str | None = None):
         self.calls, self.fail_start = [], fail_start
 
+    def wait_for_ssh(self, node):
+        self.calls.append(("ssh", node))
+
     def crash_vm(self, node):
         self.calls.append(("crash", node))
 

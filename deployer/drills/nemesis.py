@@ -60,6 +60,7 @@ def signalled_patroni(signal: str, then: str | None = None) -> Fault:
         stack.ssh(node, ["sudo", "systemctl", "kill", "--kill-who=main", "-s", sig, "patroni"])
 
     def heal(stack: Stack, node: str) -> None:
+        stack.target.wait_for_ssh(node)  # a watchdog may have reset the VM meanwhile
         if then:
             signal_patroni(stack, node, then)
         stack.ssh(node, ["sudo", "systemctl", "start", "patroni"])

@@ -131,8 +131,10 @@ def run(stack: Stack, drill: Drill, budget_scale: float = 1.0) -> Trial:
     failures += [v.summary for v in (writer, convergence) if not v.valid]
     if sets.unexpected or sets.failed_present or (sync and sets.lost):
         failures.append(sets.summary)
-    if sync and not zombie.valid:
-        failures.append(zombie.summary)
+    guarded = "watchdog" in stack.target.capabilities and spec.patroni.watchdog_mode == "required"
+    if (sync or guarded) and not zombie.valid:
+        failures.append(zombie.summary + (" (the watchdog must end a frozen primary before its key expires)"
+                                          if guarded else ""))
     if sync and not stale.valid:
         failures.append(stale.summary)
     if drill.leader_change is True and new.name == old.name:
@@ -151,7 +153,8 @@ def run(stack: Stack, drill: Drill, budget_scale: float = 1.0) -> Trial:
     writes = [op for op in history if op.kind == "write" and op.client in checkers.FRONTEND]
     record = {
         "drill": drill.name, "fault": drill.name, "profile": spec.profile, "synchronous_mode": sync,
-        "failsafe_mode": spec.patroni.failsafe_mode, "expect": drill.expect, "victim": victim,
+        "failsafe_mode": spec.patroni.failsafe_mode, "watchdog": guarded,
+        "zombie_known_risk": not (sync or guarded), "expect": drill.expect, "victim": victim,
         "old_leader": old.name, "new_leader": new.name, "budget_s": round(budget, 2),
         "budget_from": drill.budget_from, "measured_s": round(measured, 2), "within_budget": measured <= budget,
         "write_gap_s": round(gap.gap_s, 2), "gap_parts_s": parts.parts, "gap_slowest": parts.slowest,

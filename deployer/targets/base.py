@@ -36,10 +36,10 @@ from deployer.state import StackState
 from deployer.targets.access import HostAccess
 from deployer.wait import wait_until
 
-Capability = Literal["crash_vm", "isolate", "lb_counters"]
+Capability = Literal["crash_vm", "isolate", "lb_counters", "watchdog"]
 #: Each capability and the methods a target must implement to have it.
 CAPABILITIES: dict[Capability, tuple[str, ...]] = {"crash_vm": ("crash_vm", "start_vm"), "isolate": ("isolate", "heal"),
-                                                   "lb_counters": ("lb_connections",)}
+                                                   "lb_counters": ("lb_connections",), "watchdog": ("watchdog_device",)}
 #: Probe sources every target accepts besides a node name (see ``Target.probe``).
 VANTAGES = ("management", "internet", "vnet")
 #: How long a (re)started VM may take until its sshd answers.
@@ -176,6 +176,13 @@ class Target(abc.ABC):
     def backend_pool(self) -> list[PoolMember]:
         """The load balancer's backend pool members and their probe health, in spec node order
         (members that are no spec node after them). Empty before attach."""
+
+    def watchdog_device(self) -> str:
+        """Capability ``watchdog``: the device the VMs give Patroni (``spec.patroni.watchdog_mode``
+        applies): a VM whose Patroni stops pinging it is reset before the leader key expires, so a
+        frozen primary cannot outlive its lease. Only where a watchdog's reset hits that VM alone
+        (never containers sharing a host's kernel)."""
+        raise NotImplementedError
 
     def lb_connections(self) -> dict[str, int]:
         """Capability ``lb_counters``: for each backend pool member (node name), the connections the

@@ -23,7 +23,7 @@ def answer_rules(arm, nodes=("pg1", "pg2", "pg3")):
 
 def test_registered_under_its_name_with_its_capabilities():
     assert get("azure") is AzureTarget
-    assert AzureTarget.capabilities == {"crash_vm", "isolate"}
+    assert AzureTarget.capabilities == {"crash_vm", "isolate", "watchdog"}
 
 
 def test_security_rules_are_the_nsg_rules_then_each_nics_effective_rules(deployed, arm):
@@ -109,7 +109,7 @@ def test_hosts_go_through_the_nat_ports_of_the_frontend(deployed, state):
 def test_frontend_vantage_and_ansible_vars(deployed):
     assert deployed.frontend() == ("20.1.2.3", 5000)
     assert deployed.vantage() == [], "this machine is where clients are"
-    assert deployed.ansible_vars() == {"common_apt_update_cache": True, "patroni_watchdog_mode": "off"}
+    assert deployed.ansible_vars() == {"common_apt_update_cache": True, "patroni_watchdog_mode": "required"}
 
 
 def test_is_up_when_every_vm_runs(deployed, arm):

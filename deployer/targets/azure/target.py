@@ -270,8 +270,12 @@ class AzureTarget(Target):
         return ssh.hosts(self.spec, self.outputs, self.secrets.ssh_key, self.known_hosts)
 
     def ansible_vars(self) -> dict:
-        """Azure VMs need a fresh apt cache; they have no watchdog device Patroni could rely on."""
-        return {"common_apt_update_cache": True, "patroni_watchdog_mode": "off"}
+        """Azure VMs need a fresh apt cache; Patroni's watchdog is the spec's (softdog, see ``watchdog_device``)."""
+        return {"common_apt_update_cache": True, "patroni_watchdog_mode": self.spec.patroni.watchdog_mode}
+
+    def watchdog_device(self) -> str:
+        """``softdog``, loaded by the patroni role on each VM: a reset hits that VM alone."""
+        return "/dev/watchdog"
 
     def attach(self) -> None:
         """Stage 3: redeploy ``main.bicep`` with ``joinBackendPool=true`` (the NICs' ip configurations then

@@ -120,7 +120,7 @@ class LocalTarget(Target):
                            known_hosts=self.state.dir / "known_hosts") for n in self.spec.nodes]
 
     def ansible_vars(self) -> dict:
-        return {"common_apt_update_cache": False, "patroni_watchdog_mode": "off"}
+        return {"common_apt_update_cache": False, "patroni_watchdog_mode": "off"}  # containers: no watchdog
 
     def attach(self) -> None:
         present = {m.node for m in self.backend_pool()}
