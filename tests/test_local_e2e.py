@@ -22,7 +22,9 @@ from deployer.targets import get
 
 pytestmark = pytest.mark.e2e
 NAME = "pgha"
-SPEC = load_spec()
+#: The spec make test deploys: stack.yaml with a shorter steady load before each drill.
+CI_SPEC = Path(__file__).parents[1] / "deployer" / "profiles" / "ci.yaml"
+SPEC = load_spec(CI_SPEC)
 
 
 def deployer(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -36,7 +38,7 @@ def deployer(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def deployed():
     try:
-        deployer("up", "--name", NAME)
+        deployer("up", "--name", NAME, "--spec", str(CI_SPEC))
         yield StackState.load(NAME)
     finally:
         deployer("down", "--name", NAME, check=False)
@@ -106,13 +108,15 @@ def _read_only_suites(*selection: str, junit: Path) -> dict[str, str]:
 
 def test_every_seeded_defect_is_caught_by_its_guard_naming_it_and_heal_restores_the_spec(deployed, tmp_path):
     """Detection power: each defect of ``deployer/defects.py``, applied with ``deployer break``, makes
-    its guarding tests fail with a message containing its evidence; after ``deployer heal`` those
+    its guarding tests fail (their suites run whole, so what else fails there is recorded too) with a message containing its evidence; after ``deployer heal`` those
     tests pass again, and at the end every read-only suite does. Writes reports/detection.json."""
     results, problems = {}, []
     for defect in defects.CATALOGUE:
         deployer("break", defect.name, "--name", NAME)
+        guards = [f"suites/{g}" for g in defect.guards]
         try:
-            failed = _read_only_suites(junit=tmp_path / f"{defect.name}-broken.xml")
+            files = sorted({g.split("::")[0] for g in guards})  # the guards' suites, each whole
+            failed = _read_only_suites(*files, "-m", "smoke or acceptance", junit=tmp_path / f"{defect.name}-broken.xml")
         finally:
             deployer("heal", "--name", NAME)
         caught = sorted(t for t in failed if any(t.endswith(g) for g in defect.guards))
@@ -122,7 +126,6 @@ def test_every_seeded_defect_is_caught_by_its_guard_naming_it_and_heal_restores_
                                 "also_failed": sorted(set(failed) - set(caught))}
         if len(caught) != len(defect.guards) or not named:
             problems.append(f"{defect.name}: guards {defect.guards}, failed {sorted(failed)}, naming it: {named}")
-        guards = [f"suites/{g}" for g in defect.guards]
         still = _read_only_suites(*guards, junit=tmp_path / f"{defect.name}-healed.xml")
         if still:
             problems.append(f"{defect.name}: after heal still failing {sorted(still)}")
@@ -137,7 +140,7 @@ def test_up_after_a_run_that_died_cleans_the_leftovers_first(deployed):
     target = get("local")(SPEC, StackState.load(NAME))
     target.vm("pg2").kill()
     StackState.path_for(NAME).unlink()
-    proc = deployer("up", "--name", NAME)
+    proc = deployer("up", "--name", NAME, "--spec", str(CI_SPEC))
     log = " ".join(proc.stderr.split())
     assert "left resources behind; tearing them down first" in log, log[-2000:]
     status = json.loads(deployer("status", "--name", NAME, "--json").stdout)
@@ -146,7 +149,7 @@ def test_up_after_a_run_that_died_cleans_the_leftovers_first(deployed):
 
 
 def test_second_up_keeps_the_vms_and_converges_with_no_change(deployed):
-    proc = deployer("up", "--name", NAME, "--force", "configure")  # configure is skipped unless forced
+    proc = deployer("up", "--name", NAME, "--spec", str(CI_SPEC), "--force", "configure")  # configure is skipped unless forced
     log = " ".join(proc.stderr.split())
     assert "Provision: done at " in log and "still valid (every VM runs and its sshd answers); skipped." in log, log[-2000:]
     state = StackState.load(NAME)
