@@ -112,3 +112,62 @@ def test_faults_are_context_managers_whose_heal_runs_on_exit():
     with fault:
         assert len(stack.commands) == 1 and "kill -9" in stack.commands[0][1]
     assert stack.commands[-1] == ("pg1", "sudo systemctl start patroni")
+
+
+def _verdicts(**bad):
+    from types import SimpleNamespace as NS
+
+    from deployer.drills.trial import Verdicts
+    ok = {"sets": NS(valid=True, summary="set ok", unexpected=frozenset(), failed_present=frozenset(),
+                     lost=frozenset(), lost_direct=frozenset()),
+          "writer": NS(valid=True, summary="one primary"), "zombie": NS(valid=True, summary="no zombie"),
+          "stale": NS(valid=True, summary="fresh reads"), "gap": NS(summary="gap"), "parts": NS(summary="parts"),
+          "convergence": NS(valid=True, summary="converged")}
+    for name, fields in bad.items():
+        ok[name] = NS(**{**vars(ok[name]), **fields})
+    return Verdicts(**ok)
+
+
+def _judge(drill_name="crash-primary-vm", *, v=None, measured=10.0, budget=37.0, sync=False, guarded=False,
+           new=("pg2", 2), postmaster=None):
+    from deployer.drills.trial import judge
+    from deployer.patroni import Member
+    drill = next(d for d in CATALOGUE if d.name == drill_name)
+    old = Member("pg1", "10.0.1.4", "leader", "running", 0, 1)
+    return judge(drill, v or _verdicts(), measured=measured, measured_what="write gap", budget=budget, sync=sync,
+                 guarded=guarded, old=old, new=Member(new[0], "", "leader", "running", 0, new[1]), postmaster=postmaster)
+
+
+def test_a_clean_drill_passes_and_the_budget_is_inclusive():
+    assert _judge() == [] and _judge(measured=37.0) == []
+    assert _judge(measured=37.01) == ["write gap 37.0 s exceeds the budget 37 s (gap parts)"]
+
+
+def test_lost_writes_and_a_zombie_fail_only_where_the_spec_promises_none():
+    lossy = _verdicts(sets={"valid": False, "summary": "3 lost", "lost": frozenset({"k"})},
+                      zombie={"valid": False, "summary": "zombie 4.7 s"}, stale={"valid": False, "summary": "stale"})
+    assert _judge(v=lossy) == []  # asynchronous, no watchdog: reported, not failed
+    assert _judge(v=lossy, sync=True) == ["3 lost", "zombie 4.7 s", "stale"]
+    assert _judge(v=lossy, guarded=True) == [
+        "zombie 4.7 s (the watchdog must end a frozen primary before its key expires)"]
+
+
+def test_unexpected_rows_two_primaries_and_no_convergence_always_fail():
+    v = _verdicts(sets={"summary": "1 unexpected", "unexpected": frozenset({"x"})},
+                  writer={"valid": False, "summary": "two primaries"},
+                  convergence={"valid": False, "summary": "never converged"})
+    assert _judge(v=v) == ["two primaries", "never converged", "1 unexpected"]
+
+
+def test_the_expected_leader_change_or_its_absence_is_checked():
+    assert _judge(new=("pg1", 1)) == ["expected a new leader, pg1 leads again"]
+    assert _judge("kill-postmaster", budget=8, measured=1, new=("pg1", 1)) == []
+    assert _judge("kill-postmaster", budget=8, measured=1, new=("pg1", 2)) == [
+        "expected pg1 to lead on timeline 1 throughout; now pg1 on timeline 2"]
+    assert _judge("etcd-quorum-loss", new=("pg1", 1)) == [] and _judge("etcd-quorum-loss") == []
+
+
+def test_a_restarted_postmaster_fails_the_drill_that_promises_it_is_kept():
+    assert _judge("kill-patroni", new=("pg1", 1), postmaster=("t0", "t0")) == []
+    assert _judge("kill-patroni", new=("pg1", 1), postmaster=("t0", "t1")) == [
+        "PostgreSQL on pg1 was restarted (postmaster start t0 -> t1)"]

@@ -65,6 +65,48 @@ def _first_ok(history: list[Op], after: float) -> float | None:
 
 
 @dataclasses.dataclass(frozen=True)
+class Verdicts:
+    """The checkers' verdicts a drill is judged on."""
+
+    sets: checkers.SetVerdict
+    writer: checkers.WriterVerdict
+    zombie: checkers.ZombieVerdict
+    stale: checkers.StaleVerdict
+    gap: checkers.GapVerdict
+    parts: checkers.GapParts
+    convergence: checkers.ConvergeVerdict
+
+
+def judge(drill: Drill, v: Verdicts, *, measured: float, measured_what: str, budget: float, sync: bool,
+          guarded: bool, old: patroni.Member, new: patroni.Member,
+          postmaster: tuple[str, str] | None = None) -> list[str]:
+    """Every promise the drill broke, as a sentence (empty: it passed). Always: the budget, one
+    writable primary through the load balancer, convergence, no unexpected or failed-but-present
+    row, the leader change the drill expects (``True``: another leader; ``False``: the same one on
+    the same timeline) and, given ``postmaster`` (start time before, after), PostgreSQL never
+    restarted. Only where the spec promises it (``sync``: synchronous mode; ``guarded``: a watchdog
+    in required mode): no lost acknowledged write, no zombie window, no read staler than allowed."""
+    failures = [] if measured <= budget else [
+        f"{measured_what} {measured:.1f} s exceeds the budget {budget:g} s ({v.gap.summary} {v.parts.summary})"]
+    failures += [x.summary for x in (v.writer, v.convergence) if not x.valid]
+    if v.sets.unexpected or v.sets.failed_present or (sync and (v.sets.lost or v.sets.lost_direct)):
+        failures.append(v.sets.summary)
+    if (sync or guarded) and not v.zombie.valid:
+        failures.append(v.zombie.summary + (" (the watchdog must end a frozen primary before its key expires)"
+                                            if guarded else ""))
+    if sync and not v.stale.valid:
+        failures.append(v.stale.summary)
+    if drill.leader_change is True and new.name == old.name:
+        failures.append(f"expected a new leader, {old.name} leads again")
+    if drill.leader_change is False and (new.name != old.name or new.timeline != old.timeline):
+        failures.append(f"expected {old.name} to lead on timeline {old.timeline} throughout; "
+                        f"now {new.name} on timeline {new.timeline}")
+    if postmaster is not None and postmaster[0] != postmaster[1]:
+        failures.append(f"PostgreSQL on {old.name} was restarted (postmaster start {postmaster[0]} -> {postmaster[1]})")
+    return failures
+
+
+@dataclasses.dataclass(frozen=True)
 class Trial:
     """The verdicts of one drill, the broken promises (``failures``) and the record written for it."""
 
@@ -126,24 +168,11 @@ def run(stack: Stack, drill: Drill, budget_scale: float = 1.0) -> Trial:
     else:
         measured, measured_what = gap.gap_s, "write gap"
 
-    failures = [] if measured <= budget else [
-        f"{measured_what} {measured:.1f} s exceeds the budget {budget:g} s ({gap.summary} {parts.summary})"]
-    failures += [v.summary for v in (writer, convergence) if not v.valid]
-    if sets.unexpected or sets.failed_present or (sync and sets.lost):
-        failures.append(sets.summary)
     guarded = "watchdog" in stack.target.capabilities and spec.patroni.watchdog_mode == "required"
-    if (sync or guarded) and not zombie.valid:
-        failures.append(zombie.summary + (" (the watchdog must end a frozen primary before its key expires)"
-                                          if guarded else ""))
-    if sync and not stale.valid:
-        failures.append(stale.summary)
-    if drill.leader_change is True and new.name == old.name:
-        failures.append(f"expected a new leader, {old.name} leads again")
-    if drill.leader_change is False and (new.name != old.name or new.timeline != old.timeline):
-        failures.append(f"expected {old.name} to lead on timeline {old.timeline} throughout; "
-                        f"now {new.name} on timeline {new.timeline}")
-    if postmaster is not None and (now := _postmaster_started(stack, victim)) != postmaster:
-        failures.append(f"PostgreSQL on {victim} was restarted (postmaster start {postmaster} -> {now})")
+    restarted = (postmaster, _postmaster_started(stack, victim)) if postmaster is not None else None
+    failures = judge(drill, Verdicts(sets, writer, zombie, stale, gap, parts, convergence), measured=measured,
+                     measured_what=measured_what, budget=budget, sync=sync, guarded=guarded, old=old, new=new,
+                     postmaster=restarted)
 
     plot = report.plot_timeline(history, fault_at, heal_at, gap, run_dir / "timeline.png",
                                 f"{drill.name} ({spec.profile}, {'sync' if sync else 'async'}): {old.name} -> "
