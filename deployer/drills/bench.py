@@ -81,13 +81,14 @@ def plot(results: dict, path: Path) -> Path:
     for ax, fault in zip(axes, FAULTS):
         names = [p for p in results if results[p][fault].get("p50_s") is not None]
         ax.boxplot([[r["measured_s"] for r in results[p][fault]["runs"] if "measured_s" in r] for p in names],
-                   labels=names)
+                   tick_labels=names)
         for i, p in enumerate(names, 1):
             ax.hlines(results[p]["ttl"], i - 0.4, i + 0.4, colors="#e76f51", linestyles=":", linewidth=1)
         ax.set_title(fault, fontsize=10)
         ax.set_ylabel("write gap (s)")
         ax.tick_params(axis="x", labelsize=7, rotation=15)
-    fig.suptitle(f"{TRIALS} trials per fault and profile (dotted: the profile's ttl)", fontsize=10)
+    trials = max(len(results[p][f]["runs"]) for p in results for f in FAULTS if f in results[p])
+    fig.suptitle(f"{trials} trials per fault and profile (dotted: the profile's ttl)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
