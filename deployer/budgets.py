@@ -38,15 +38,18 @@ class Budgets:
 
     @property
     def haproxy_down_s(self) -> float:
-        """A node's HAProxy marks a server down: ``fall`` failed checks."""
-        h = self.spec.haproxy
-        return h.check_inter_ms * h.check_fall / 1000
+        """A node's HAProxy marks a server down (``HAProxy.down_s``)."""
+        return self.spec.haproxy.down_s
+
+    @property
+    def haproxy_up_s(self) -> float:
+        """A node's HAProxy marks a server up (``HAProxy.up_s``): a promoted leader, a restarted Patroni."""
+        return self.spec.haproxy.up_s
 
     @property
     def haproxy_reroute_s(self) -> float:
         """Every node's HAProxy routes to a new leader: the old one down, the new one up, two checks of slack."""
-        h = self.spec.haproxy
-        return h.check_inter_ms * (h.check_fall + h.check_rise + 2) / 1000
+        return self.haproxy_down_s + self.haproxy_up_s + 2 * self.spec.haproxy.check_inter_ms / 1000
 
     @property
     def lb_down_s(self) -> float:
@@ -74,23 +77,20 @@ class Budgets:
         """Write gap for a planned switchover: one Patroni loop to demote and promote, the node
         HAProxies marking the old leader down and the new one up, and a client's reconnect (the
         load balancer's members stay healthy throughout)."""
-        h = self.spec.haproxy
-        return self.spec.patroni.loop_wait + h.check_inter_ms * (h.check_fall + h.check_rise) / 1000 + CLIENT_RECONNECT_S
+        return self.spec.patroni.loop_wait + self.haproxy_down_s + self.haproxy_up_s + CLIENT_RECONNECT_S
 
     @property
     def postmaster_restart_s(self) -> float:
         """Write gap for a killed postmaster: Patroni notices within one loop and restarts it in place,
         HAProxy's ``rise`` checks see the leader again, a client reconnects."""
-        h = self.spec.haproxy
-        return self.spec.patroni.loop_wait + h.check_inter_ms * h.check_rise / 1000 + CLIENT_RECONNECT_S
+        return self.spec.patroni.loop_wait + self.haproxy_up_s + CLIENT_RECONNECT_S
 
     @property
     def patroni_restart_s(self) -> float:
         """Write gap for a killed Patroni: PostgreSQL keeps serving, but HAProxy checks Patroni's REST
         API, so the leader is out of the node HAProxies from ``fall`` failed checks until systemd
         restarted Patroni and ``rise`` checks pass, plus a client's reconnect."""
-        h = self.spec.haproxy
-        return PATRONI_RESTART_S + h.check_inter_ms * h.check_rise / 1000 + CLIENT_RECONNECT_S
+        return PATRONI_RESTART_S + self.haproxy_up_s + CLIENT_RECONNECT_S
 
     @property
     def member_loss_s(self) -> float:

@@ -127,7 +127,7 @@ def _haproxy_check(listener: str, old: str, new: str) -> Callable[[Stack], None]
 
     def edit(stack: Stack) -> None:
         for node in stack.spec.nodes:
-            stack.ssh(node.name, ["sudo", "sed", "-i", f"/^listen {listener}$/,/^listen/ s#httpchk GET {old}$#httpchk GET {new}#",
+            stack.ssh(node.name, ["sudo", "sed", "-i", f"/^listen {listener}$/,/^listen/ s#httpchk OPTIONS {old}$#httpchk OPTIONS {new}#",
                                   config])
             stack.ssh(node.name, ["sudo", "systemctl", "reload", "haproxy"])
     return edit

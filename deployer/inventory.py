@@ -94,6 +94,8 @@ def _spec_vars(spec: StackSpec) -> dict[str, Any]:
         "haproxy_postgres_port": ports.postgres,
         "haproxy_patroni_port": ports.patroni,
         "haproxy_check_inter_ms": spec.haproxy.check_inter_ms,
+        "haproxy_check_fastinter_ms": spec.haproxy.fastinter_ms,
+        "haproxy_check_downinter_ms": spec.haproxy.downinter_ms,
         "haproxy_check_fall": spec.haproxy.check_fall,
         "haproxy_check_rise": spec.haproxy.check_rise,
         "haproxy_server_maxconn": max(1, spec.postgres.max_connections - 10),

@@ -149,9 +149,38 @@ class Postgres(Strict):
 
 
 class HAProxy(Strict):
+    """How each node's HAProxy checks the servers' Patroni REST API (HAProxy's ``inter``,
+    ``fastinter``, ``downinter``, ``fall``, ``rise``): every ``check_inter_ms`` while a server's state
+    is settled and up; every ``check_fastinter_ms`` once a check disagrees with its state (the
+    remaining ``fall`` or ``rise`` checks of a transition); every ``check_downinter_ms`` while it is
+    down (the replicas in the primary listener, the leader in the replicas one), so a promoted
+    replica is routed within one such interval. None: HAProxy's default, ``check_inter_ms``."""
+
     check_inter_ms: int = Field(1000, ge=100)
+    check_fastinter_ms: int | None = Field(None, ge=50)
+    check_downinter_ms: int | None = Field(None, ge=50)
     check_fall: int = Field(2, ge=1)
     check_rise: int = Field(1, ge=1)
+
+    @property
+    def fastinter_ms(self) -> int:
+        return self.check_fastinter_ms or self.check_inter_ms
+
+    @property
+    def downinter_ms(self) -> int:
+        return self.check_downinter_ms or self.check_inter_ms
+
+    @property
+    def down_s(self) -> float:
+        """An up server's checks start failing: marked down within one ``inter``, then ``fall - 1``
+        checks ``fastinter`` apart."""
+        return (self.check_inter_ms + self.fastinter_ms * (self.check_fall - 1)) / 1000
+
+    @property
+    def up_s(self) -> float:
+        """A down server's checks start passing: marked up within one ``downinter``, then ``rise - 1``
+        checks ``fastinter`` apart."""
+        return (self.downinter_ms + self.fastinter_ms * (self.check_rise - 1)) / 1000
 
 
 class LoadBalancer(Strict):

@@ -106,8 +106,10 @@ def test_ports_and_patroni_settings_come_from_the_spec(spec, inv):
     assert v["patroni_version"] == p.version and v["patroni_scope"] == p.scope
     assert v["patroni_max_connections"] == spec.postgres.max_connections
     assert v["patroni_etcd_hosts"] == [f"{n.address}:{spec.ports.etcd_client}" for n in spec.nodes]
-    assert (v["haproxy_check_inter_ms"], v["haproxy_check_fall"], v["haproxy_check_rise"]) == (
-        spec.haproxy.check_inter_ms, spec.haproxy.check_fall, spec.haproxy.check_rise)
+    h = spec.haproxy
+    assert (v["haproxy_check_inter_ms"], v["haproxy_check_fastinter_ms"], v["haproxy_check_downinter_ms"],
+            v["haproxy_check_fall"], v["haproxy_check_rise"]) == (h.check_inter_ms, h.fastinter_ms, h.downinter_ms,
+                                                                  h.check_fall, h.check_rise)
     members = [{"name": n.name, "address": str(n.address)} for n in spec.nodes]
     assert v["etcd_members"] == v["patroni_members"] == v["haproxy_servers"] == v["common_hosts"] == members
 
@@ -121,6 +123,8 @@ def test_hba_is_limited_to_the_subnet(spec, inv):
     ({"patroni": {"wal_sender_timeout_ms": 5000}}, "patroni_wal_sender_timeout_ms", 5000),
     ({"ports": {"patroni": 8010}}, "haproxy_patroni_port", 8010),
     ({"haproxy": {"check_fall": 3}}, "haproxy_check_fall", 3),
+    ({"haproxy": {"check_downinter_ms": 300}}, "haproxy_check_downinter_ms", 300),
+    ({"haproxy": {"check_fastinter_ms": None}}, "haproxy_check_fastinter_ms", 1000),
     ({"network": {"vnet_cidr": "10.1.0.0/16", "subnet_cidr": "10.1.2.0/24"},
       "nodes": [{"name": f"db{i}", "address": f"10.1.2.{i + 10}"} for i in range(5)]},
      "patroni_hba_cidr", "10.1.2.0/24"),
@@ -272,7 +276,8 @@ UNUSUAL = dict(
     patroni={"scope": "orders", "ttl": 40, "loop_wait": 7, "retry_timeout": 9, "synchronous_mode": True,
              "maximum_lag_on_failover": 4096, "wal_sender_timeout_ms": 7000},
     postgres={"max_connections": 150},
-    haproxy={"check_inter_ms": 700, "check_fall": 3, "check_rise": 2},
+    haproxy={"check_inter_ms": 700, "check_fastinter_ms": 150, "check_downinter_ms": 250, "check_fall": 3,
+             "check_rise": 2},
 )
 
 
@@ -333,11 +338,11 @@ def test_haproxy_cfg_routes_to_every_node_with_the_spec_checks(rendered):
             sections[lines[0]] = lines[1:]
     primary, replicas = sections["listen primary"], sections["listen replicas"]
     h = spec.haproxy
-    default = (f"default-server inter {h.check_inter_ms}ms fall {h.check_fall} rise {h.check_rise} "
-               "on-marked-down shutdown-sessions")
+    default = (f"default-server inter {h.check_inter_ms}ms fastinter {h.fastinter_ms}ms downinter {h.downinter_ms}ms "
+               f"fall {h.check_fall} rise {h.check_rise} on-marked-down shutdown-sessions")
     for section, port, check in ((primary, spec.ports.haproxy_primary, "/primary"),
                                  (replicas, spec.ports.haproxy_replicas, "/replica")):
-        assert f"bind :{port}" in section and f"option httpchk GET {check}" in section and default in section
+        assert f"bind :{port}" in section and f"option httpchk OPTIONS {check}" in section and default in section
         servers = [line.split() for line in section if line.startswith("server ")]
         assert [(s[1], s[2]) for s in servers] == [(n.name, f"{n.address}:{spec.ports.postgres}") for n in spec.nodes]
         assert all(s[-3:] == ["check", "port", str(spec.ports.patroni)] for s in servers)

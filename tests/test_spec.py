@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from deployer.budgets import Budgets
-from deployer.spec import (DEFAULT_SPEC, SpecError, admits_internet, check_for_target, check_stack_name, load_spec,
+from deployer.spec import (DEFAULT_SPEC, HAProxy, SpecError, admits_internet, check_for_target, check_stack_name, load_spec,
                            parse_spec)
 
 RAW = yaml.safe_load(DEFAULT_SPEC.read_text())
@@ -43,7 +43,7 @@ def test_shipped_spec_is_valid():
 def test_failover_budget_comes_from_patroni_and_health_checks():
     spec = load_spec()
     expected = (spec.patroni.ttl + spec.patroni.loop_wait
-                + spec.haproxy.check_inter_ms * spec.haproxy.check_fall / 1000
+                + (spec.haproxy.check_inter_ms + spec.haproxy.fastinter_ms * (spec.haproxy.check_fall - 1)) / 1000
                 + spec.load_balancer.probe_interval_s * spec.load_balancer.probe_threshold)
     assert Budgets(spec).crash_failover_s == expected
 
@@ -53,8 +53,8 @@ def test_budgets_move_with_the_spec():
     raw["patroni"].update(ttl=30, loop_wait=10, retry_timeout=10)
     raw["load_balancer"]["probe_interval_s"] = 10
     slow, fast = Budgets(parse_spec(raw)), Budgets(load_spec())
-    assert slow.crash_failover_s - fast.crash_failover_s == 10 + 5 + 5 * 2
-    assert slow.switchover_s - fast.switchover_s == 5
+    assert slow.crash_failover_s - fast.crash_failover_s == pytest.approx(10 + 5 + 5 * 2)
+    assert slow.switchover_s - fast.switchover_s == pytest.approx(5)
     assert slow.lb_settle_s - fast.lb_settle_s == 5 * 3
     assert Budgets(load_spec(), readback_latency_s=10).lb_settle_s == fast.lb_settle_s + 20
 
@@ -254,10 +254,21 @@ def test_a_profile_is_validated_like_any_spec(tmp_path):
 def test_drill_budgets_follow_the_spec():
     b = Budgets(load_spec())
     p, h = b.spec.patroni, b.spec.haproxy
-    assert b.postmaster_restart_s == p.loop_wait + h.check_inter_ms * h.check_rise / 1000 + 2
+    assert b.postmaster_restart_s == p.loop_wait + h.up_s + 2
+    assert b.switchover_s == p.loop_wait + h.down_s + h.up_s + 2
     assert b.member_loss_s == 2 + b.haproxy_down_s
     assert b.demote_s == p.loop_wait + p.retry_timeout + 2
     assert b.quorum_recovery_s == p.ttl + p.loop_wait + b.haproxy_reroute_s + b.lb_settle_s
     assert b.cluster_restart_s == 30 + b.quorum_recovery_s
     sync = Budgets(load_spec(PROFILES / "tuned-sync.yaml"))
     assert sync.member_loss_s == b.member_loss_s + p.wal_sender_timeout_ms / 1000 + p.loop_wait
+
+
+@pytest.mark.parametrize("haproxy, down_s, up_s", [
+    ({}, 2.0, 1.0),  # HAProxy's defaults: fastinter and downinter are inter
+    ({"check_fastinter_ms": 200, "check_downinter_ms": 200}, 1.2, 0.2),
+    ({"check_fastinter_ms": 200, "check_downinter_ms": 100, "check_fall": 3, "check_rise": 2}, 1.4, 0.3),
+])
+def test_haproxy_transitions_follow_inter_fastinter_and_downinter(haproxy, down_s, up_s):
+    h = HAProxy(**haproxy)
+    assert (h.down_s, h.up_s) == pytest.approx((down_s, up_s))
