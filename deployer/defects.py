@@ -133,6 +133,28 @@ def _haproxy_check(listener: str, old: str, new: str) -> Callable[[Stack], None]
     return edit
 
 
+def _health_monitor(old: str, new: str) -> Callable[[Stack], None]:
+    """Edit the health frontend's ``monitor fail`` line in every node's HAProxy config, then reload."""
+    config = role_defaults()["haproxy"]["haproxy_config_file"]
+
+    def edit(stack: Stack) -> None:
+        for node in stack.spec.nodes:
+            stack.ssh(node.name, ["sudo", "sed", "-i", f"s|^    {old}monitor fail if|    {new}monitor fail if|", config])
+            stack.ssh(node.name, ["sudo", "systemctl", "reload", "haproxy"])
+    return edit
+
+
+def _lb_weights(weight: str) -> Callable[[Stack], None]:
+    """Set the load balancer's weight of every member but the first (``0``: it gets no new connection)."""
+    def set_weights(stack: Stack) -> None:
+        target = _local(stack)
+        for node in stack.spec.nodes[1:]:
+            answer = lb.admin(target.lb_dir, f"set weight {lb.BACKEND}/{node.name} {weight}")
+            if answer.strip():
+                raise TargetError(f"the load balancer refused weight {weight} for {node.name}: {answer.strip()}")
+    return set_weights
+
+
 def _set_ttl(offset: int) -> Callable[[Stack], None]:
     def patch(stack: Stack) -> None:
         user = role_defaults()["patroni"]["patroni_restapi_username"]
@@ -178,6 +200,13 @@ CATALOGUE: tuple[Defect, ...] = (
     Defect("dcs-ttl", "Patroni's ttl in the DCS is 5 s longer than the spec's",
            ("test_patroni.py::test_the_dynamic_configuration_equals_the_spec_on_every_node",),
            "ttl", _set_ttl(5), _set_ttl(0)),
+    Defect("haproxy-health-always-200", "every node's HAProxy answers the load balancer's probe 200 even "
+           "without a primary to route to (its `monitor fail` line commented out)",
+           ("test_lb_probe.py::test_a_member_without_a_primary_to_route_to_leaves_the_pool_until_it_routes_again",),
+           "no primary to route to", _health_monitor("", "# "), _health_monitor("# ", "")),
+    Defect("lb-one-member", "the load balancer sends every new connection to one member (the others' weight is 0)",
+           ("test_lb_spread.py::test_connections_through_the_frontend_are_spread_over_more_than_one_member",),
+           "expected at least 2", _lb_weights("0"), _lb_weights("100%")),
     Defect("hba-trust", "a node's pg_hba trusts the whole subnet",
            ("test_hosts.py::test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local",),
            "trust", _trust_in_hba, _untrust_hba),

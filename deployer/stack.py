@@ -90,14 +90,17 @@ class Stack:
         out = self.ssh(node, ["sh", "-c", script, "sh", address, str(port), query], input=self.secrets["app"] + "\n")
         return [line.split("\t") for line in out.stdout.splitlines() if line]
 
+    def haproxy_admin(self, node: str, command: str) -> str:
+        """Send one command to the node's own HAProxy stats socket (level admin); its answer."""
+        script = ("import socket,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"
+                  "s.sendall(sys.argv[2].encode()+b'\\n');print(b''.join(iter(lambda:s.recv(65536),b'')).decode())")
+        sock = role_defaults()["haproxy"]["haproxy_stats_socket"]
+        return self.ssh(node, ["sudo", "python3", "-c", script, sock, command]).stdout
+
     def haproxy_servers(self, node: str) -> dict[str, dict[str, str]]:
         """The node's own HAProxy as it reports itself: ``{listener: {server: status}}``."""
-        script = ("import socket,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"
-                  "s.sendall(b'show stat\\n');print(b''.join(iter(lambda:s.recv(65536),b'')).decode())")
-        sock = role_defaults()["haproxy"]["haproxy_stats_socket"]
-        out = self.ssh(node, ["sudo", "python3", "-c", script, sock]).stdout
         return {proxy: {server: row["status"] for server, row in rows.items()}
-                for proxy, rows in haproxy_stat.servers(out).items()}
+                for proxy, rows in haproxy_stat.servers(self.haproxy_admin(node, "show stat")).items()}
 
     def testinfra_host(self, node: str):
         """A testinfra host for ``node`` over SSH (the same options as every other SSH user)."""

@@ -94,6 +94,16 @@ def crashed_cluster(stack: Stack, node: str) -> Iterator[None]:
         yield
 
 
+def server_in_maintenance(listener: str, server: str) -> Fault:
+    """Put ``listener``/``server`` into maintenance in one node's own HAProxy (its stats socket:
+    ``disable server``), so that node no longer routes to it; heal: ``enable server``."""
+    def fault(stack: Stack, node: str) -> ContextManager[None]:
+        return _injected(f"{node}'s HAProxy: {listener}/{server} in maintenance",
+                         lambda: stack.haproxy_admin(node, f"disable server {listener}/{server}"),
+                         lambda: stack.haproxy_admin(node, f"enable server {listener}/{server}"))
+    return fault
+
+
 def isolated(stack: Stack, node: str) -> ContextManager[None]:
     """Cut a node off the network (capability ``isolate``); heal: reconnect it."""
     return _injected(f"{node} isolated", lambda: stack.target.isolate(node), lambda: stack.target.heal(node))
