@@ -27,9 +27,13 @@ SCHEMA = f"CREATE TABLE IF NOT EXISTS {TABLE} (key text PRIMARY KEY, at timestam
 
 Kind = Literal["write", "read"]
 Outcome = Literal["ok", "fail", "unknown"]
-Client = Literal["locust", "sequential", "direct"]
+Client = Literal["locust", "sequential", "sequential-short-timeout", "direct"]
+#: The sequential clients (one Locust user each, one write at a time on a kept connection through the
+#: frontend): ``sequential`` with the application's libpq settings as the DSN gives them, and
+#: ``sequential-short-timeout`` abandoning a connect or an operation after about 2 s.
+SEQUENTIAL_CLIENTS: tuple[Client, ...] = ("sequential", "sequential-short-timeout")
 #: Who issued an operation (see ``Op.client``).
-CLIENTS: tuple[Client, ...] = ("locust", "sequential", "direct")
+CLIENTS: tuple[Client, ...] = ("locust", *SEQUENTIAL_CLIENTS, "direct")
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,9 @@ class Op:
     ``timeline``: the answering primary's WAL timeline for writes (None when unknown).
     ``error``: why it was not ``ok``; for an ``ok`` read, ``"stale"`` when the key was not visible yet.
     ``client``: who issued it (one of ``CLIENTS``): ``"locust"`` (the Locust users through the load
-    balancer's frontend), ``"sequential"`` (one client through the frontend, one attempt at a time) or
-    ``"direct"`` (a writer inside the network straight to one node's PostgreSQL address; ``server``
-    is that node). Records written before the field existed read as ``"locust"``.
+    balancer's frontend), one of ``SEQUENTIAL_CLIENTS`` (one client through the frontend, one attempt
+    at a time) or ``"direct"`` (a writer inside the network straight to one node's PostgreSQL
+    address; ``server`` is that node). Records written before the field existed read as ``"locust"``.
     """
 
     kind: Kind

@@ -10,8 +10,11 @@ Environment: ``PGHA_WRITE_DSN`` (port 5000, the primary) and ``PGHA_READ_DSN`` (
 libpq DSNs holding a password, never logged; they carry ``tcp_user_timeout`` and keepalives.
 ``PGHA_HISTORY_DIR``: where each process writes ``history-<pid>.jsonl``. ``PGHA_RUN_ID``: the key
 prefix (keys are ``<run id>-<pid>-<counter>``). ``PGHA_WRITES_PER_S``: target write rate of the
-whole run (default 20), shared by the ``PGHA_WRITERS`` writer users of every process (default 4). ``PGHA_OP_TIMEOUT``: seconds before an operation is
-abandoned on the client (default 10; it then counts as unknown if its statement was sent).
+whole run (default 20), shared by the ``PGHA_WRITERS`` writer users of every process (default 4);
+the two sequential clients (``fixed_count = 1`` each, on top of the writers) are not paced by it.
+``PGHA_OP_TIMEOUT``: seconds before an operation is abandoned on the client (default 10; it then
+counts as unknown if its statement was sent), except by the short-timeout sequential client
+(``SHORT_OP_TIMEOUT``).
 
 Table: ``load.history.TABLE`` (the drill creates it; each process also tries ``history.SCHEMA``).
 """
@@ -33,7 +36,7 @@ from locust import User, constant_throughput, task
 
 import psycopg  # noqa: E402 - after gevent's patching (locust), so psycopg waits cooperatively
 
-from load.history import SCHEMA, TABLE, HistoryWriter, Op, classify, process_path
+from load.history import SCHEMA, SEQUENTIAL_CLIENTS, TABLE, HistoryWriter, Op, classify, process_path
 
 _MISSING = [name for name in ("PGHA_WRITE_DSN", "PGHA_READ_DSN", "PGHA_HISTORY_DIR") if not os.environ.get(name)]
 if _MISSING:
@@ -49,6 +52,8 @@ WRITERS = int(os.environ.get("PGHA_WRITERS", "4"))
 SEQUENTIAL_PER_S = 10
 OP_TIMEOUT = float(os.environ.get("PGHA_OP_TIMEOUT", "10"))
 CONNECT_TIMEOUT = 2
+#: The short-timeout sequential client's operation timeout (seconds): an application's short deadline.
+SHORT_OP_TIMEOUT = 2
 WRITE_WEIGHT, READ_WEIGHT = 4, 1
 
 INSERT = (f"INSERT INTO {TABLE} (key) VALUES (%s) "
@@ -74,10 +79,12 @@ class PostgresUser(User):
     """Abstract: a user whose client runs one SQL operation per call, on a fresh connection (a
     failover is seen by the next operation, no stale pooled connection), times it with
     ``perf_counter``, reports it to Locust under request type ``sql`` (failures through
-    ``exception=``) and records it in the history with its outcome. A subclass may keep its
-    connection instead (``connection``/``drop``)."""
+    ``exception=``) and records it in the history with its outcome, abandoning it after
+    ``op_timeout`` seconds. A subclass may keep its connection instead (``connection``/``drop``)."""
 
     abstract = True
+    #: Seconds before ``run_op`` abandons an operation (connect included); then ``unknown`` if it was sent.
+    op_timeout: float = OP_TIMEOUT
 
     @contextlib.contextmanager
     def connection(self, dsn: str) -> Iterator[psycopg.Connection]:
@@ -93,7 +100,7 @@ class PostgresUser(User):
         start, t0 = time.time(), time.perf_counter()
         sent, row, exc = False, None, None
         try:
-            with gevent.Timeout(OP_TIMEOUT, TimeoutError(f"no answer within {OP_TIMEOUT:g} s")):
+            with gevent.Timeout(self.op_timeout, TimeoutError(f"no answer within {self.op_timeout:g} s")):
                 with self.connection(dsn) as conn:
                     sent = True
                     row = conn.execute(query, params).fetchone()
@@ -160,18 +167,21 @@ class Writer(PostgresUser):
 class SequentialWriter(PostgresUser):
     """One client as an application runs it: one write at a time through the primary frontend on a
     kept connection with the application's libpq settings (the DSN's connect_timeout, keepalives,
-    tcp_user_timeout), reconnecting after any error. Its gap is what one user of the application
-    sees; the checkers split it into time spent connecting, failing and waiting."""
+    tcp_user_timeout), reconnecting after any error, each operation abandoned after ``op_timeout``.
+    Its gap is what one user of the application sees; the checkers split it into time spent
+    connecting, failing and waiting."""
 
     fixed_count = 1
-    client = "sequential"
+    client = SEQUENTIAL_CLIENTS[0]
     wait_time = constant_throughput(SEQUENTIAL_PER_S)
+    #: libpq parameters overriding the DSN's when connecting (none: the application's settings as given).
+    connect_options: dict[str, object] = {}
     _conn: psycopg.Connection | None = None
 
     @contextlib.contextmanager
     def connection(self, dsn: str) -> Iterator[psycopg.Connection]:
         if self._conn is None:
-            self._conn = psycopg.connect(dsn, autocommit=True)
+            self._conn = psycopg.connect(dsn, autocommit=True, **self.connect_options)
         yield self._conn
 
     def drop(self) -> None:
@@ -185,3 +195,16 @@ class SequentialWriter(PostgresUser):
     def write(self) -> None:
         key = f"{RUN_ID}-{os.getpid()}-seq-{next(_counter)}"
         self.run_op("write", key, WRITE_DSN, INSERT, (key,))
+
+
+class ShortTimeoutSequentialWriter(SequentialWriter):
+    """The sequential client as an application with short deadlines runs it, beside the one above:
+    ``connect_timeout`` ``CONNECT_TIMEOUT`` over the DSN's, each operation abandoned after
+    ``SHORT_OP_TIMEOUT`` (then ``unknown`` if sent), the connection dropped on any error and made
+    again. A kept connection whose flow the load balancer still sends to a probed-down member, or a
+    connect to a dead one, then costs it about 2 s (the next connection goes to a member the load
+    balancer still probes up) instead of ``OP_TIMEOUT`` or the DSN's connect_timeout."""
+
+    client = SEQUENTIAL_CLIENTS[1]
+    op_timeout = SHORT_OP_TIMEOUT
+    connect_options = {"connect_timeout": CONNECT_TIMEOUT}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from deployer.paths import LOCUSTFILE
 from deployer.wait import wait_until
-from load.history import Op, read_history
+from load.history import SEQUENTIAL_CLIENTS, Op, read_history
 
 log = logging.getLogger("load.runner")
 
@@ -34,13 +34,19 @@ class Workload:
         """Every operation recorded so far, by start time."""
         return read_history(self.history_dir)
 
+    def _paced(self) -> list[Op]:
+        """The acknowledged writes of the Locust writers (client ``locust``), the ones paced at
+        ``writes_per_s``: the sequential clients and direct writers sharing the history are not counted,
+        so N writes stay N / ``writes_per_s`` seconds of load however many of those run beside them."""
+        return [op for op in self.history() if op.kind == "write" and op.outcome == "ok" and op.client == "locust"]
+
     def ok_writes(self) -> int:
-        """Acknowledged writes so far."""
-        return sum(1 for op in self.history() if op.kind == "write" and op.outcome == "ok")
+        """The Locust writers' acknowledged writes so far."""
+        return len(self._paced())
 
     def steady_s(self) -> float:
-        """Seconds since the first acknowledged write (how long the load has been flowing)."""
-        first = min((op.end for op in self.history() if op.kind == "write" and op.outcome == "ok"), default=None)
+        """Seconds since the Locust writers' first acknowledged write (how long the load has been flowing)."""
+        first = min((op.end for op in self._paced()), default=None)
         return 0.0 if first is None else time.time() - first
 
     def wait_steady(self, seconds: float) -> None:
@@ -49,10 +55,18 @@ class Workload:
                    timeout=seconds + 60, interval=1)
 
     def wait_for_writes(self, count: int, timeout: float = 30) -> None:
-        """Block until ``count`` more writes have been acknowledged (the workload is really flowing)."""
+        """Block until the Locust writers have had ``count`` more writes acknowledged (the workload is
+        really flowing)."""
         target = self.ok_writes() + count
-        wait_until(f"{target} acknowledged writes from the workload", self.ok_writes, lambda n: n >= target,
+        wait_until(f"{target} acknowledged writes from the Locust writers", self.ok_writes, lambda n: n >= target,
                    timeout=timeout, interval=0.25)
+
+
+def locust_users(writers: int) -> int:
+    """Locust's ``-u`` for ``writers`` writers: Locust spawns the ``fixed_count`` users (one per
+    ``SEQUENTIAL_CLIENTS``) first and gives the rest to the weighted ones, so they come on top;
+    ``PGHA_WRITERS`` (the writers' share of ``writes_per_s``) stays ``writers``."""
+    return writers + len(SEQUENTIAL_CLIENTS)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -69,25 +83,27 @@ def _stop(proc: subprocess.Popen) -> None:
 def running(vantage: list[str], write_dsn: str, read_dsn: str, run_dir: Path, *, users: int = 4,
             writes_per_s: float = 20, duration_s: float = 180, workers: int = 0) -> Iterator[Workload]:
     """Start the workload under the command prefix ``vantage``: ``users`` Locust writers sharing
-    ``writes_per_s`` through ``write_dsn`` and reading through ``read_dsn``, plus one sequential
-    client (DSNs hold passwords: they travel in the environment only). With ``workers``, Locust runs
-    distributed: one master (no users of its own) and that many worker processes, each writing its
-    own history file, so load can come from more than one machine. History in ``run_dir/history``,
-    Locust's own reports as ``run_dir/locust_*.csv`` and ``run_dir/locust.html``. On exit every
-    process is stopped (SIGTERM, then SIGKILL) and waited for."""
+    ``writes_per_s`` through ``write_dsn`` and reading through ``read_dsn``, plus the sequential
+    clients (``SEQUENTIAL_CLIENTS``, on top: ``locust_users``; not paced by ``writes_per_s``). DSNs
+    hold passwords: they travel in the environment only. With ``workers``, Locust runs distributed:
+    one master (no users of its own) and that many worker processes, each writing its own history
+    file, so load can come from more than one machine. History in ``run_dir/history``, Locust's own
+    reports as ``run_dir/locust_*.csv`` and ``run_dir/locust.html``. On exit every process is
+    stopped (SIGTERM, then SIGKILL) and waited for."""
     history_dir = run_dir / "history"
     history_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PGHA_WRITE_DSN": write_dsn, "PGHA_READ_DSN": read_dsn, "PGHA_HISTORY_DIR": str(history_dir),
            "PGHA_RUN_ID": run_dir.name, "PGHA_WRITES_PER_S": str(writes_per_s), "PGHA_WRITERS": str(users)}
     locust = [*vantage, sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
-    total = users + 1  # the sequential client is one more user (fixed_count = 1)
+    total = locust_users(users)
     master = [*locust, "--headless", "-u", str(total), "-r", str(total), "-t", f"{int(duration_s)}s",
               "--only-summary", "--stop-timeout", "5", "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html")]
     if workers:
         master += ["--master", "--master-bind-host", "127.0.0.1", "--expect-workers", str(workers)]
     log_file = run_dir / "locust.log"
-    log.info("Workload: %d Locust writers and one sequential client, %g writes/s, %s, at most %d s.", users,
-             writes_per_s, f"{workers} workers under one master" if workers else "one process", duration_s)
+    log.info("Workload: %d Locust writers and the sequential clients %s, %g writes/s, %s, at most %d s.", users,
+             ", ".join(SEQUENTIAL_CLIENTS), writes_per_s,
+             f"{workers} workers under one master" if workers else "one process", duration_s)
     started = time.monotonic()
     procs = []
     try:

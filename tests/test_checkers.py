@@ -14,7 +14,7 @@ from deployer.drills.checkers import (
     split_gap,
     throughput,
 )
-from load.history import Op
+from load.history import SEQUENTIAL_CLIENTS, Op
 
 
 def w(key, start, end, outcome="ok", server="a", tl=None, client="locust", error=None):
@@ -207,21 +207,23 @@ def test_set_counts_a_lost_direct_write_apart_and_requires_it_by_default():
     assert check_set(history, {"k1", "s1", "d1"}).valid
 
 
-def test_set_without_direct_requirement_still_fails_on_a_lost_frontend_write():
-    history = [w("k1", 0.0, 0.1), w("s1", 0.2, 0.3, client="sequential"), w("d1", 0.4, 0.5, client="direct")]
+@pytest.mark.parametrize("client", SEQUENTIAL_CLIENTS)
+def test_set_without_direct_requirement_still_fails_on_a_lost_frontend_write(client):
+    history = [w("k1", 0.0, 0.1), w("s1", 0.2, 0.3, client=client), w("d1", 0.4, 0.5, client="direct")]
     v = check_set(history, {"k1", "d1"}, require_direct=False)
     assert not v.valid and v.lost == {"s1"} and not v.lost_direct and "1 lost (s1)" in v.summary
 
 
-def test_write_gap_and_single_writer_ignore_direct_writes():
+@pytest.mark.parametrize("client", SEQUENTIAL_CLIENTS)
+def test_write_gap_and_single_writer_ignore_direct_writes(client):
     gap = steady(5.0) + steady(12.0, start=8.0, prefix="t")
     direct = [w(f"d{i}", 5.0 + i / 4, 5.1 + i / 4, client="direct") for i in range(12)]
     assert check_write_gap(gap + direct, 5.0).gap_s == pytest.approx(3.1)
-    assert check_write_gap(gap + [w("x", 6.0, 6.1, client="sequential")], 5.0).gap_s == pytest.approx(1.95)
+    assert check_write_gap(gap + [w("x", 6.0, 6.1, client=client)], 5.0).gap_s == pytest.approx(1.95)
     assert check_write_gap(gap + [w("x", 6.0, 6.1, client="locust")], 5.0).gap_s == pytest.approx(1.95)
     two = steady(5.0, tl=1) + steady(10.0, start=6.0, server="b", tl=2, prefix="t")
     assert check_single_writer(two + [w("z", 7.0, 7.1, tl=1, client="direct")]).valid
-    v = check_single_writer(two + [w("z", 7.0, 7.1, tl=1, client="sequential")])
+    v = check_single_writer(two + [w("z", 7.0, 7.1, tl=1, client=client)])
     assert not v.valid and v.overlaps[0][1].key == "z"
 
 
@@ -338,8 +340,8 @@ def test_stale_reads_age_from_the_first_acknowledgement_of_a_key():
     assert not check_stale_reads(history, visible_s=3.25).valid
 
 
-def q(key, start, end, outcome="fail", error=None):
-    return w(key, start, end, outcome, client="sequential", error=error)
+def q(key, start, end, outcome="fail", error=None, client="sequential"):
+    return w(key, start, end, outcome, client=client, error=error)
 
 
 TIMEOUT = "ConnectionTimeout: connection timeout expired"
@@ -383,6 +385,38 @@ def test_sequential_gap_invalid_when_writes_never_resume_or_never_happened():
     assert not empty.valid and (empty.gap_s, empty.idle_s) == (0.0, 0.0) and check_write_gap([], 5.0).gap_s == 0.0
     upto = check_sequential_gap(SEQUENTIAL[:3], 5.0, until=7.5)  # an attempt ending at ``until`` is in
     assert upto.by_error == {"connect timeout": 2.0, "read-only": 0.25} and upto.gap_s == 3.0
+
+
+SHORT = "sequential-short-timeout"
+#: The short-timeout client beside ``SEQUENTIAL``: its last write before the fault ends at 3.0 (the
+#: sequential client's at 4.5), one 2 s operation timeout, acknowledged again at 7.25.
+SHORT_TIMEOUT = [q("t0", 2.5, 3.0, "ok", client=SHORT),
+                 q("t1", 5.0, 7.0, "unknown", "TimeoutError: no answer within 2 s", client=SHORT),
+                 q("t2", 7.0, 7.25, "ok", client=SHORT)]
+
+
+def test_sequential_gap_of_one_client_counts_its_own_writes_only():
+    both = SEQUENTIAL + SHORT_TIMEOUT
+    short = check_sequential_gap(both, 5.0, client=SHORT)
+    # the sequential client's writes would end the gap's start at 4.5 and add a connect timeout to it
+    assert short.valid and (short.gap_start, short.gap_end, short.gap_s) == (3.0, 7.25, 4.25)
+    assert short.by_error == {"timeout": 2.0, "acknowledged": 0.25} and short.attempts == {"timeout": 1, "acknowledged": 1}
+    assert short.by_outcome == {"unknown": 2.0, "ok": 0.25} and short.idle_s == 2.0
+    assert short.summary == ("One sequential-short-timeout client: 4.25 s without an acknowledged write: 2.00 s in 1 "
+                             "timeout attempt(s), 0.25 s in 1 acknowledged attempt(s), 2.00 s between attempts.")
+    # and the short-timeout client's ok at 7.25 would split the sequential client's 5 s gap
+    assert check_sequential_gap(both, 5.0) == check_sequential_gap(SEQUENTIAL, 5.0)
+    assert check_sequential_gap(both, 5.0, client="sequential").gap_s == 5.0
+
+
+def test_sequential_gap_of_a_client_without_writes_is_invalid_and_only_sequential_clients_have_one():
+    none = check_sequential_gap(SEQUENTIAL, 5.0, client=SHORT)
+    assert not none.valid and none.first_ok_after_fault_at is None and none.attempts == {}
+    assert none.summary == "No sequential-short-timeout writes in the history."
+    assert check_sequential_gap(SHORT_TIMEOUT, 5.0).summary == "No sequential writes in the history."
+    with pytest.raises(ValueError, match="'locust' is not a sequential client; they are sequential, "
+                                         "sequential-short-timeout"):
+        check_sequential_gap(SEQUENTIAL, 5.0, client="locust")
 
 
 @pytest.mark.parametrize("outcome, error, expected", [

@@ -171,3 +171,52 @@ def test_a_restarted_postmaster_fails_the_drill_that_promises_it_is_kept():
     assert _judge("kill-patroni", new=("pg1", 1), postmaster=("t0", "t0")) == []
     assert _judge("kill-patroni", new=("pg1", 1), postmaster=("t0", "t1")) == [
         "PostgreSQL on pg1 was restarted (postmaster start t0 -> t1)"]
+
+
+SHORT = "sequential-short-timeout"
+
+
+def _seq(key, start, end, client, outcome="ok", error=None):
+    from load.history import Op
+    return Op("write", key, start, end, outcome, "10.0.1.4" if outcome == "ok" else None, error, 1, client)
+
+
+#: At a kept connection to a member the load balancer no longer serves: the sequential client waits
+#: out its 10 s operation timeout, the short-timeout one its 2 s; a Locust write at 6.0 stays apart.
+BOTH = [_seq("s0", 4.0, 4.5, "sequential"), _seq("t0", 4.0, 4.5, SHORT), _seq("k", 5.5, 6.0, "locust"),
+        _seq("s1", 5.0, 15.0, "sequential", "unknown", "TimeoutError: no answer within 10 s"),
+        _seq("t1", 5.0, 7.0, SHORT, "unknown", "TimeoutError: no answer within 2 s"),
+        _seq("t2", 7.0, 7.5, SHORT), _seq("s2", 15.0, 15.5, "sequential")]
+
+
+def test_each_sequential_client_is_recorded_from_its_own_writes():
+    from deployer.drills.trial import sequential_record
+    record = sequential_record(BOTH, 5.0)
+    assert list(record) == ["sequential_gap_s", "sequential", "sequential_short_timeout_gap_s",
+                            "sequential_short_timeout"]
+    assert (record["sequential_gap_s"], record["sequential_short_timeout_gap_s"]) == (11.0, 3.0)
+    assert record["sequential"] == ("One sequential client: 11.00 s without an acknowledged write: 10.00 s in 1 "
+                                    "timeout attempt(s), 0.50 s in 1 acknowledged attempt(s), 0.50 s between attempts.")
+    assert record["sequential_short_timeout"].startswith("One sequential-short-timeout client: 3.00 s without")
+
+
+def test_a_sequential_client_that_never_wrote_again_says_so_in_the_record():
+    from deployer.drills.trial import sequential_record
+    stuck = sequential_record([op for op in BOTH if op.key != "t2"], 5.0)
+    assert stuck["sequential_short_timeout_gap_s"] == 11.0 and stuck["sequential_gap_s"] == 11.0
+    assert "after the fault, until the end" in stuck["sequential_short_timeout"]
+    assert "until the end" not in stuck["sequential"]
+    absent = sequential_record([op for op in BOTH if op.client != SHORT], 5.0)
+    assert absent["sequential_short_timeout"] == "No sequential-short-timeout writes in the history."
+
+
+def test_the_drill_card_shows_both_sequential_clients():
+    from deployer.drills.report import drill_card
+    from deployer.drills.trial import sequential_record
+    record = {"drill": "isolate-replica", "old_leader": "pg1", "new_leader": "pg1", "profile": "tuned",
+              "synchronous_mode": False, "within_budget": True, "measured_s": 1.9, "budget_from": "fault",
+              "budget_s": 8, "write_gap_s": 1.9, "gap_parts_s": {}, "converged_s": 3.0, "expect": "writes flow",
+              "verdict": "pass", "locust_html": "/r/locust.html", "set": "set", "single_writer": "one",
+              "zombie": "none", "stale_reads": "fresh", **sequential_record(BOTH, 5.0)}
+    card = drill_card(record)
+    assert "<li>One sequential client: 11.00 s" in card and "<li>One sequential-short-timeout client: 3.00 s" in card

@@ -6,7 +6,7 @@ import threading
 import psycopg
 import pytest
 
-from load.history import CLIENTS, HistoryWriter, Op, classify, process_path, read_history
+from load.history import CLIENTS, SEQUENTIAL_CLIENTS, HistoryWriter, Op, classify, process_path, read_history
 
 
 def op(key, start, outcome="ok", **kw):
@@ -105,7 +105,8 @@ def test_client_defaults_to_locust_and_old_lines_without_it_still_read(tmp_path)
                     '"error":null,"timeline":2}\n')
     (old,) = read_history(path)
     assert old == Op("write", "k-1", 1.0, 1.5, "ok", "10.0.1.4", None, 2) and old.client == "locust"
-    assert CLIENTS == ("locust", "sequential", "direct")
+    assert CLIENTS == ("locust", "sequential", "sequential-short-timeout", "direct")
+    assert SEQUENTIAL_CLIENTS == ("sequential", "sequential-short-timeout")
 
 
 def test_client_round_trips_and_is_validated_like_kind_and_outcome(tmp_path):
@@ -114,7 +115,8 @@ def test_client_round_trips_and_is_validated_like_kind_and_outcome(tmp_path):
         for o in ops:
             writer.write(o)
     assert [o.client for o in read_history(tmp_path)] == list(CLIENTS)
-    with pytest.raises(ValueError, match="Op client must be one of locust, sequential, direct, not 'frontend'"):
+    with pytest.raises(ValueError, match="Op client must be one of locust, sequential, "
+                                         "sequential-short-timeout, direct, not 'frontend'"):
         op("k", 1.0, client="frontend")
     with pytest.raises(ValueError, match="kind"):
         Op("delete", "k", 1.0, 1.1, "ok")

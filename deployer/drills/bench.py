@@ -117,7 +117,8 @@ def main() -> int:
                     try:
                         record = trial.run(stack, drills[fault]).record
                         runs.append({k: record[k] for k in ("measured_s", "write_gap_s", "gap_parts_s", "gap_slowest",
-                                                            "sequential_gap_s", "lost", "zombie_primary_s",
+                                                            "sequential_gap_s", "sequential_short_timeout_gap_s",
+                                                            "lost", "zombie_primary_s",
                                                             "converged_s", "old_leader", "new_leader", "verdict")})
                     except Exception as exc:  # noqa: BLE001 - a broken trial is a figure too
                         runs.append({"error": f"{type(exc).__name__}: {str(exc)[:300]}"})

@@ -4,7 +4,8 @@ into a verdict with numbers, a ``valid`` flag and a one-line ``summary``.
 - ``check_set``: no acknowledged write lost (direct ones counted apart), nothing appeared that was
   never attempted.
 - ``check_write_gap``: the longest write unavailability through the frontend around a fault (the RTO).
-- ``check_sequential_gap``: the same for the one sequential client, and where its time went.
+- ``check_sequential_gap``: the same for one sequential client (``SEQUENTIAL_CLIENTS``), and where
+  its time went.
 - ``split_gap``: a write gap split at the observed events (detection, election, HAProxy, load balancer).
 - ``check_single_writer``: never two writable primaries acknowledging frontend writes at the same time.
 - ``check_zombie``: how long an old primary still acknowledged direct writes after a newer one took over.
@@ -12,7 +13,7 @@ into a verdict with numbers, a ``valid`` flag and a one-line ``summary``.
 - ``check_converged``: the stack converged within its budget after the heal.
 - ``throughput``: ok / fail / unknown writes per time bucket, for the timeline plot.
 
-Writes are told apart by ``Op.client``: the frontend's (``FRONTEND``: Locust and the sequential client,
+Writes are told apart by ``Op.client``: the frontend's (``FRONTEND``: Locust and the sequential clients,
 through the load balancer) measure availability and single-writer; ``direct`` writes (straight to one
 node) measure a zombie primary; every write counts for the set.
 """
@@ -24,10 +25,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from load.history import CLIENTS, Op
+from load.history import CLIENTS, SEQUENTIAL_CLIENTS, Op
 
 #: The clients whose writes go through the load balancer's frontend.
-FRONTEND = ("locust", "sequential")
+FRONTEND = ("locust", *SEQUENTIAL_CLIENTS)
 #: A primary's term as writes see it: (server, timeline), the timeline None when writes lack it.
 Epoch = tuple[str, int | None]
 
@@ -358,7 +359,7 @@ def error_class(op: Op) -> str:
 
 @dataclass(frozen=True)
 class SequentialVerdict:
-    """The one ``sequential`` client (one attempt at a time through the frontend): ``gap_s`` from
+    """One sequential client (one attempt at a time through the frontend): ``gap_s`` from
     ``gap_start`` to ``gap_end`` and ``first_ok_after_fault_at`` as in ``GapVerdict``, and where the
     gap's time went: ``by_outcome`` and ``by_error`` (seconds of the attempts inside the gap, clipped
     to it, by outcome and by ``error_class``; the write ending the gap counts as ``"acknowledged"``),
@@ -380,12 +381,16 @@ class SequentialVerdict:
 
 
 def check_sequential_gap(history: list[Op], fault_at: float, *, budget_s: float | None = None,
-                         until: float | None = None) -> SequentialVerdict:
-    """The write gap of the sequential client around the fault at ``fault_at`` (the points of
+                         until: float | None = None, client: str = "sequential") -> SequentialVerdict:
+    """The write gap of the sequential client ``client`` (one of ``SEQUENTIAL_CLIENTS``; only its
+    writes count, never another client's) around the fault at ``fault_at`` (the points of
     ``check_write_gap``, up to ``until``), and its time by outcome, by error class and between
-    attempts. Invalid without any sequential write."""
+    attempts. Invalid without any write of ``client``; raises ValueError for a client that is not a
+    sequential one."""
+    if client not in SEQUENTIAL_CLIENTS:
+        raise ValueError(f"{client!r} is not a sequential client; they are {', '.join(SEQUENTIAL_CLIENTS)}")
     history = [op for op in history if until is None or op.end <= until]
-    writes = _writes(history, clients=("sequential",))
+    writes = _writes(history, clients=(client,))
     start, end, first_ok = _gap(writes, fault_at, _end(history, fault_at, until))
     inside = [(max(op.start, start), min(op.end, end), op) for op in writes if op.end > start and op.start < end]
     by_outcome: Counter[str] = Counter()
@@ -401,10 +406,10 @@ def check_sequential_gap(history: list[Op], fault_at: float, *, budget_s: float 
     budget = "" if budget_s is None else f" (budget {budget_s:.1f} s)"
     spent = [f"{s:.2f} s in {attempts[c]} {c} attempt(s)" for c, s in sorted(by_error.items(), key=lambda i: -i[1])]
     if not writes:
-        summary = f"No sequential writes in the history{budget}."
+        summary = f"No {client} writes in the history{budget}."
     else:
         what = "" if first_ok is not None else " after the fault, until the end"
-        summary = (f"One sequential client: {gap:.2f} s without an acknowledged write{what}{budget}: "
+        summary = (f"One {client} client: {gap:.2f} s without an acknowledged write{what}{budget}: "
                    + ", ".join(spent + [f"{idle:.2f} s between attempts"]) + ".")
     return SequentialVerdict(valid, summary, gap, start, end, first_ok, dict(by_outcome), dict(by_error),
                              dict(attempts), idle, budget_s)

@@ -98,7 +98,7 @@ def drill_card(record: dict) -> str:
     mode = "synchronous" if record["synchronous_mode"] else "asynchronous"
     parts = ", ".join(f"{esc(k)} {v:.2f} s" for k, v in record["gap_parts_s"].items()) or "none observed"
     items = "".join(f"<li>{esc(str(record[k]))}</li>" for k in ("set", "single_writer", "zombie", "stale_reads",
-                                                               "sequential"))
+                                                               "sequential", "sequential_short_timeout"))
     return (f"<h3>{esc(record['drill'])}: {esc(record['old_leader'])} &rarr; {esc(record['new_leader'])}</h3>"
             f"<p>Profile {esc(record['profile'])} ({mode} replication). Measured {record['measured_s']} s "
             f"from the {esc(record['budget_from'])}, budget {record['budget_s']} s: {verdict} budget. "

@@ -4,7 +4,8 @@ seen, healed, the cluster converged again, and every checker's verdict on the hi
 
 ``failures`` holds each broken promise as a sentence, by the policy the spec sets: lost
 acknowledged writes and a zombie primary fail a drill only where the spec promises none
-(synchronous mode); otherwise they are reported as the known risk they are. The suites assert on
+(synchronous mode); otherwise they are reported as the known risk they are. The sequential clients'
+gaps (``sequential_record``) are recorded, never judged. The suites assert on
 ``failures``; this module measures and records (``drills.json``, the history, Locust's reports and
 a timeline plot under ``reports/<stack>/drills/<drill>-<time>/``).
 """
@@ -21,9 +22,9 @@ from deployer.drills.catalogue import Drill
 from deployer.stack import Stack
 from deployer.wait import wait_until
 from load import runner
-from load.history import SCHEMA, Op, keys_of_run_query
+from load.history import SCHEMA, SEQUENTIAL_CLIENTS, Op, keys_of_run_query
 
-#: Locust writers (the sequential client comes on top).
+#: Locust writers (the sequential clients come on top).
 USERS = 4
 
 
@@ -62,6 +63,21 @@ def _postmaster_started(stack: Stack, node: str) -> str:
 def _first_ok(history: list[Op], after: float) -> float | None:
     return min((op.end for op in history if op.kind == "write" and op.outcome == "ok" and op.client in checkers.FRONTEND
                 and op.end > after), default=None)
+
+
+def sequential_record(history: list[Op], fault_at: float) -> dict[str, float | str]:
+    """Each sequential client's gap around the fault at ``fault_at`` (``check_sequential_gap``, its own
+    writes only), for the record: ``<key>_gap_s`` (seconds, 2 decimals) and ``<key>`` (the summary:
+    where its time went), ``<key>`` the client's name with ``_`` for ``-``: ``sequential_gap_s``,
+    ``sequential``, ``sequential_short_timeout_gap_s``, ``sequential_short_timeout``. Recorded, never
+    judged: what one user of the application sees depends on its own timeouts, not on a promise of
+    the spec; a client that never wrote again after the fault says so in its summary ("until the
+    end") and its gap runs to the end of the history."""
+    record: dict[str, float | str] = {}
+    for client in SEQUENTIAL_CLIENTS:
+        verdict, key = checkers.check_sequential_gap(history, fault_at, client=client), client.replace("-", "_")
+        record |= {f"{key}_gap_s": round(verdict.gap_s, 2), key: verdict.summary}
+    return record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +174,6 @@ def run(stack: Stack, drill: Drill, budget_scale: float = 1.0) -> Trial:
     writer = checkers.check_single_writer(history)
     zombie = checkers.check_zombie(history, promoted)
     stale = checkers.check_stale_reads(history, stack.budgets.replica_visible_s)
-    sequential = checkers.check_sequential_gap(history, fault_at)
     parts = checkers.split_gap(fault_at, events, gap)
     convergence = checkers.check_converged(heal_at, converged_at, stack.budgets.rejoin_s)
     if drill.budget_from == "heal":
@@ -187,7 +202,7 @@ def run(stack: Stack, drill: Drill, budget_scale: float = 1.0) -> Trial:
         "old_leader": old.name, "new_leader": new.name, "budget_s": round(budget, 2),
         "budget_from": drill.budget_from, "measured_s": round(measured, 2), "within_budget": measured <= budget,
         "write_gap_s": round(gap.gap_s, 2), "gap_parts_s": parts.parts, "gap_slowest": parts.slowest,
-        "sequential_gap_s": round(sequential.gap_s, 2), "sequential": sequential.summary,
+        **sequential_record(history, fault_at),
         "ops": len(history), "ok": sum(op.outcome == "ok" for op in writes),
         "failed": sum(op.outcome == "fail" for op in writes), "unknown": sum(op.outcome == "unknown" for op in writes),
         "lost": len(sets.lost), "lost_direct": len(sets.lost_direct), "unexpected": len(sets.unexpected),
