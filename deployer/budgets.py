@@ -22,6 +22,9 @@ REJOIN_S = 90
 REPLICA_VISIBLE_S = 10
 #: A client's reconnect after its server went away (connect_timeout and one retry).
 CLIENT_RECONNECT_S = 2
+#: A postmaster restarted after a crash accepts connections: ``pg_ctl start``, the data directory's
+#: sync and crash recovery of a small database (1-4 s measured here, with other processes running).
+POSTMASTER_START_S = 4
 #: A killed Patroni is back: systemd's ``RestartSec`` (2 s) and Patroni's own start.
 PATRONI_RESTART_S = 8
 #: A crashed VM is started, boots and its services run.
@@ -81,9 +84,9 @@ class Budgets:
 
     @property
     def postmaster_restart_s(self) -> float:
-        """Write gap for a killed postmaster: Patroni notices within one loop and restarts it in place,
-        HAProxy's ``rise`` checks see the leader again, a client reconnects."""
-        return self.spec.patroni.loop_wait + self.haproxy_up_s + CLIENT_RECONNECT_S
+        """Write gap for a killed postmaster: Patroni notices within one loop and restarts it in place
+        (crash recovery), HAProxy's ``rise`` checks see the leader again, a client reconnects."""
+        return self.spec.patroni.loop_wait + POSTMASTER_START_S + self.haproxy_up_s + CLIENT_RECONNECT_S
 
     @property
     def patroni_restart_s(self) -> float:

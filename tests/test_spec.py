@@ -254,7 +254,7 @@ def test_a_profile_is_validated_like_any_spec(tmp_path):
 def test_drill_budgets_follow_the_spec():
     b = Budgets(load_spec())
     p, h = b.spec.patroni, b.spec.haproxy
-    assert b.postmaster_restart_s == p.loop_wait + h.up_s + 2
+    assert b.postmaster_restart_s == p.loop_wait + 4 + h.up_s + 2
     assert b.switchover_s == p.loop_wait + h.down_s + h.up_s + 2
     assert b.member_loss_s == 2 + b.haproxy_down_s
     assert b.demote_s == p.loop_wait + p.retry_timeout + 2
