@@ -89,6 +89,14 @@ def test_a_crashed_cluster_starts_every_vm_even_when_one_start_fails():
                                   ("start", "pg3"), ("start", "pg1"), ("start", "pg2")]
 
 
+def test_a_server_put_in_maintenance_on_one_node_is_enabled_again_even_when_the_test_fails():
+    stack = FakeStack()
+    stack.haproxy_admin = lambda node, command: stack.commands.append((node, command))
+    with pytest.raises(RuntimeError), nemesis.server_in_maintenance("primary", "pg1")(stack, "pg2"):
+        raise RuntimeError("the pool never changed")
+    assert stack.commands == [("pg2", "disable server primary/pg1"), ("pg2", "enable server primary/pg1")]
+
+
 def test_the_leader_key_gone_is_the_first_delete_after_the_fault():
     seen = Observations(leader_key=[(5.0, "DELETE", None), (6.0, "PUT", "pg1"), (12.0, "PUT", "pg1"),
                                     (13.0, "DELETE", None), (14.0, "PUT", "pg2")])
