@@ -90,6 +90,23 @@ class Stack:
         out = self.ssh(node, ["sh", "-c", script, "sh", address, str(port), query], input=self.secrets["app"] + "\n")
         return [line.split("\t") for line in out.stdout.splitlines() if line]
 
+    def etcdctl(self, node: str, *args: str, endpoints: str | None = None) -> dict | list:
+        """``etcdctl ARGS`` (v3, JSON output) on ``node``, against ``endpoints`` (comma-separated
+        client URLs; default: the node's own member on loopback); its parsed answer."""
+        port = self.spec.ports.etcd_client
+        argv = ["sudo", "env", "ETCDCTL_API=3", "etcdctl", "--command-timeout=3s", "--write-out=json",
+                f"--endpoints={endpoints or f'http://127.0.0.1:{port}'}", *args]
+        return json.loads(self.ssh(node, argv).stdout)
+
+    def etcd_leader(self) -> str | None:
+        """The node whose etcd member is etcd's leader, as the members report it (asked on a node in
+        the network); None if they do not agree on one."""
+        node, port = self.target.vnet_node(), self.spec.ports.etcd_client
+        names = {m["ID"]: m.get("name") for m in self.etcdctl(node, "member", "list")["members"]}
+        endpoints = ",".join(f"http://{n.address}:{port}" for n in self.spec.nodes)
+        leaders = {s["Status"]["leader"] for s in self.etcdctl(node, "endpoint", "status", endpoints=endpoints)}
+        return names.get(leaders.pop()) if len(leaders) == 1 else None
+
     def haproxy_admin(self, node: str, command: str) -> str:
         """Send one command to the node's own HAProxy stats socket (level admin); its answer."""
         script = ("import socket,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"

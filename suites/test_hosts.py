@@ -5,7 +5,6 @@ PostgreSQL has loaded, and etcd's membership."""
 from __future__ import annotations
 
 import ipaddress
-import json
 
 import pytest
 
@@ -93,12 +92,11 @@ def test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local(stack):
 def test_etcd_has_one_healthy_member_per_node_and_one_leader(stack):
     port = stack.spec.ports.etcd_client
     node = stack.spec.nodes[0].name
-    etcdctl = ["sudo", "env", "ETCDCTL_API=3", "etcdctl", "--command-timeout=3s", "--write-out=json"]
-    members = json.loads(stack.ssh(node, [*etcdctl, f"--endpoints=http://127.0.0.1:{port}", "member", "list"]).stdout)["members"]
+    members = stack.etcdctl(node, "member", "list")["members"]
     assert sorted(m.get("name") for m in members) == sorted(n.name for n in stack.spec.nodes), \
         f"etcd members {[m.get('name') for m in members]}, the spec's nodes {[n.name for n in stack.spec.nodes]}"
     endpoints = ",".join(f"http://{n.address}:{port}" for n in stack.spec.nodes)
-    status = json.loads(stack.ssh(node, [*etcdctl, f"--endpoints={endpoints}", "endpoint", "status"]).stdout)
+    status = stack.etcdctl(node, "endpoint", "status", endpoints=endpoints)
     leaders = {s["Status"]["leader"] for s in status}
     own = {s["Status"]["header"]["member_id"] for s in status}
     assert len(status) == len(stack.spec.nodes) and len(leaders) == 1 and leaders <= own, \

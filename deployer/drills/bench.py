@@ -3,7 +3,8 @@ their distributions and the goals they meet; writes ``reports/failover.json`` an
 ``reports/failover.png``::
 
     {profile: {"ttl": s, "sync": bool, "spec": file,
-               fault: {"p50_s", "p95_s", "max_s", "per_ttl_p50", "lost", "runs": [{measured_s, lost, parts...}],
+               fault: {"p50_s", "p95_s", "max_s", "per_ttl_p50", "lost", "victim_led_etcd": runs whose victim
+                       was etcd's leader, "runs": [{measured_s, lost, parts, victim_led_etcd...}],
                        "goal": sentence, "met": bool, "slowest": {part: runs}}}}
 
 Each profile is deployed over the same stack (``deployer up --spec PROFILE``: Patroni's dynamic
@@ -58,7 +59,8 @@ def figures(runs: list[dict], spec: StackSpec, fault: str) -> dict:
     out = {"runs": runs, "errors": sum("error" in r for r in runs),
            "lost": sum(r.get("lost", 0) for r in runs),
            "leader_changes": sum(r.get("old_leader") != r.get("new_leader") for r in runs if "measured_s" in r),
-           "slowest": dict(Counter(r["gap_slowest"] for r in runs if r.get("gap_slowest")))}
+           "slowest": dict(Counter(r["gap_slowest"] for r in runs if r.get("gap_slowest"))),
+           "victim_led_etcd": sum(bool(r.get("victim_led_etcd")) for r in runs)}
     if gaps:
         p95 = statistics.quantiles(gaps, n=20, method="inclusive")[18] if len(gaps) > 1 else gaps[0]
         out.update(p50_s=round(statistics.median(gaps), 2), p95_s=round(p95, 2), max_s=max(gaps),
@@ -119,7 +121,8 @@ def main() -> int:
                         runs.append({k: record[k] for k in ("measured_s", "write_gap_s", "gap_parts_s", "gap_slowest",
                                                             "sequential_gap_s", "sequential_short_timeout_gap_s",
                                                             "lost", "zombie_primary_s",
-                                                            "converged_s", "old_leader", "new_leader", "verdict")})
+                                                            "converged_s", "old_leader", "new_leader", "victim_led_etcd",
+                                                            "verdict")})
                     except Exception as exc:  # noqa: BLE001 - a broken trial is a figure too
                         runs.append({"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
                 results[profile][fault] = figures(runs, spec, fault)

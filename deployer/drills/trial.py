@@ -143,6 +143,7 @@ def run(stack: Stack, drill: Drill, budget_scale: float = 1.0) -> Trial:
     victim = _victim(drill, before)
     stack.sql(ports.haproxy_primary, SCHEMA)
     postmaster = _postmaster_started(stack, victim) if drill.keeps_postmaster else None
+    etcd_leader = stack.etcd_leader()  # a lost etcd leader renews every lease: the old key outlives ttl
     run_dir = stack.reports / "drills" / f"{drill.name}-{int(time.time())}"
     load = spec.workload
     with runner.running(stack.target.vantage(), stack.dsn(ports.haproxy_primary), stack.dsn(ports.haproxy_replicas),
@@ -199,6 +200,7 @@ def run(stack: Stack, drill: Drill, budget_scale: float = 1.0) -> Trial:
         "drill": drill.name, "fault": drill.name, "profile": spec.profile, "synchronous_mode": sync,
         "failsafe_mode": spec.patroni.failsafe_mode, "watchdog": guarded,
         "zombie_known_risk": not (sync or guarded), "expect": drill.expect, "victim": victim,
+        "etcd_leader": etcd_leader, "victim_led_etcd": etcd_leader == victim,
         "old_leader": old.name, "new_leader": new.name, "budget_s": round(budget, 2),
         "budget_from": drill.budget_from, "measured_s": round(measured, 2), "within_budget": measured <= budget,
         "write_gap_s": round(gap.gap_s, 2), "gap_parts_s": parts.parts, "gap_slowest": parts.slowest,
