@@ -55,7 +55,7 @@ bench-smoke: deps venv image
 	$(PY) -m deployer.smoke_bench --name $(NAME)
 
 ## bench-failover: crash, isolation, switchover and postmaster-kill drills 5 times each for three
-## profiles -> reports/failover.json and reports/failover.png (about 75 minutes; tears the stack down)
+## profiles -> reports/failover.json and reports/failover.png (about 70 minutes; tears the stack down)
 bench-failover: deps venv image
 	$(PY) -m deployer.drills.bench --name $(NAME)
 
