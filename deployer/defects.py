@@ -121,27 +121,25 @@ def _untrust_hba(stack: Stack) -> None:
         stack.psql(node.name, "SELECT pg_reload_conf()")
 
 
-def _haproxy_check(listener: str, old: str, new: str) -> Callable[[Stack], None]:
-    """Edit the health-check path of one listener in every node's HAProxy config, then reload."""
+def _haproxy_edit(expression: str) -> Callable[[Stack], None]:
+    """Apply the sed ``expression`` to every node's HAProxy config, then reload it."""
     config = role_defaults()["haproxy"]["haproxy_config_file"]
 
     def edit(stack: Stack) -> None:
         for node in stack.spec.nodes:
-            stack.ssh(node.name, ["sudo", "sed", "-i", f"/^listen {listener}$/,/^listen/ s#httpchk OPTIONS {old}$#httpchk OPTIONS {new}#",
-                                  config])
+            stack.ssh(node.name, ["sudo", "sed", "-i", expression, config])
             stack.ssh(node.name, ["sudo", "systemctl", "reload", "haproxy"])
     return edit
+
+
+def _haproxy_check(listener: str, old: str, new: str) -> Callable[[Stack], None]:
+    """Change the health-check path of one listener from ``old`` to ``new``."""
+    return _haproxy_edit(f"/^listen {listener}$/,/^listen/ s#httpchk OPTIONS {old}$#httpchk OPTIONS {new}#")
 
 
 def _health_monitor(old: str, new: str) -> Callable[[Stack], None]:
-    """Edit the health frontend's ``monitor fail`` line in every node's HAProxy config, then reload."""
-    config = role_defaults()["haproxy"]["haproxy_config_file"]
-
-    def edit(stack: Stack) -> None:
-        for node in stack.spec.nodes:
-            stack.ssh(node.name, ["sudo", "sed", "-i", f"s|^    {old}monitor fail if|    {new}monitor fail if|", config])
-            stack.ssh(node.name, ["sudo", "systemctl", "reload", "haproxy"])
-    return edit
+    """Change the prefix of the health frontend's ``monitor fail`` line from ``old`` to ``new``."""
+    return _haproxy_edit(f"s|^    {old}monitor fail if|    {new}monitor fail if|")
 
 
 def _lb_weights(weight: str) -> Callable[[Stack], None]:
