@@ -27,6 +27,9 @@ CLIENT_RECONNECT_S = 2
 POSTMASTER_START_S = 4
 #: A killed Patroni is back: systemd's ``RestartSec`` (2 s) and Patroni's own start.
 PATRONI_RESTART_S = 8
+#: etcd's leadership is handed away from Patroni's leader: the placement daemon's turn (2 s), the
+#: transfer (an election timeout at most) and the read-backs that observe it.
+ETCD_LEADER_MOVE_S = 6
 #: A crashed VM is started, boots and its services run.
 VM_BOOT_S = 30
 

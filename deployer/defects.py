@@ -168,6 +168,24 @@ def _set_ttl(offset: int) -> Callable[[Stack], None]:
     return patch
 
 
+def _placement(state: str) -> Callable[[Stack], None]:
+    """``systemctl STATE`` the etcd leader placement daemon on every node."""
+    def change(stack: Stack) -> None:
+        for node in stack.spec.nodes:
+            stack.ssh(node.name, ["sudo", "systemctl", state, "etcd-leader-elsewhere"])
+    return change
+
+
+def _etcd_leader_on_primary(stack: Stack) -> None:
+    _placement("stop")(stack)
+    stack.move_etcd_leader(stack.leader().name)
+
+
+def _etcd_leader_elsewhere(stack: Stack) -> None:
+    _placement("start")(stack)
+    stack.etcd_leader_elsewhere()
+
+
 CATALOGUE: tuple[Defect, ...] = (
     Defect("nsg-open-postgres", "an NSG rule, added by hand without our comment, opens 5432 to the internet",
            ("test_smoke.py::test_readbacks_satisfy_the_target_contract",
@@ -205,6 +223,9 @@ CATALOGUE: tuple[Defect, ...] = (
     Defect("lb-one-member", "the load balancer sends every new connection to one member (the others' weight is 0)",
            ("test_lb_spread.py::test_connections_through_the_frontend_are_spread_over_more_than_one_member",),
            "expected at least 2", _lb_weights("0"), _lb_weights("100%")),
+    Defect("etcd-leader-on-primary", "etcd's leader runs on Patroni's leader (the placement daemon stopped)",
+           ("test_patroni.py::test_etcds_leader_is_on_another_node_than_patronis_leader",),
+           "etcd's leader on another node", _etcd_leader_on_primary, _etcd_leader_elsewhere),
     Defect("hba-trust", "a node's pg_hba trusts the whole subnet",
            ("test_hosts.py::test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local",),
            "trust", _trust_in_hba, _untrust_hba),

@@ -82,6 +82,7 @@ def _spec_vars(spec: StackSpec) -> dict[str, Any]:
         "patroni_retry_timeout": spec.patroni.retry_timeout,
         "patroni_synchronous_mode": spec.patroni.synchronous_mode,
         "patroni_failsafe_mode": spec.patroni.failsafe_mode,
+        "patroni_etcd_leader_elsewhere": spec.patroni.etcd_leader_elsewhere,
         "patroni_maximum_lag_on_failover": spec.patroni.maximum_lag_on_failover,
         "patroni_wal_sender_timeout_ms": spec.patroni.wal_sender_timeout_ms,
         "patroni_max_connections": spec.postgres.max_connections,

@@ -129,6 +129,10 @@ class Patroni(Strict):
     #: Patroni's watchdog where the target provides one (capability ``watchdog``: a frozen primary's
     #: VM is reset before its key expires); targets without one run with it off.
     watchdog_mode: Literal["off", "automatic", "required"] = "required"
+    #: Keep etcd's raft leader on another node than Patroni's leader (a daemon on every node hands it
+    #: away): a crashed or isolated leader then never takes etcd's leader with it, whose successor
+    #: would renew every lease, the dead leader's key too, so the key would outlive ttl.
+    etcd_leader_elsewhere: StrictBool = True
     maximum_lag_on_failover: int = Field(1048576, ge=0)
     wal_sender_timeout_ms: int = Field(10000, ge=1000)
 

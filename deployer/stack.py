@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 from deployer import haproxy_stat, patroni
-from deployer.budgets import Budgets
+from deployer.budgets import ETCD_LEADER_MOVE_S, Budgets
 from deployer.inventory import role_defaults
 from deployer.paths import run_reports
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec, load_spec
 from deployer.state import StackState
 from deployer.targets import Target, TargetError, get
+from deployer.wait import wait_until
 
 #: libpq options every client of the frontend uses: bounded connect, dead peers noticed in seconds.
 CLIENT_OPTIONS = ("connect_timeout=5 keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 "
@@ -90,22 +91,42 @@ class Stack:
         out = self.ssh(node, ["sh", "-c", script, "sh", address, str(port), query], input=self.secrets["app"] + "\n")
         return [line.split("\t") for line in out.stdout.splitlines() if line]
 
-    def etcdctl(self, node: str, *args: str, endpoints: str | None = None) -> dict | list:
-        """``etcdctl ARGS`` (v3, JSON output) on ``node``, against ``endpoints`` (comma-separated
-        client URLs; default: the node's own member on loopback); its parsed answer."""
+    def etcdctl(self, node: str, *args: str, endpoints: str | None = None, parse: bool = True) -> dict | list | str:
+        """``etcdctl ARGS`` (v3) on ``node``, against ``endpoints`` (comma-separated client URLs;
+        default: the node's own member on loopback); its parsed JSON answer (``parse``) or its text."""
         port = self.spec.ports.etcd_client
-        argv = ["sudo", "env", "ETCDCTL_API=3", "etcdctl", "--command-timeout=3s", "--write-out=json",
-                f"--endpoints={endpoints or f'http://127.0.0.1:{port}'}", *args]
-        return json.loads(self.ssh(node, argv).stdout)
+        argv = ["sudo", "env", "ETCDCTL_API=3", "etcdctl", "--command-timeout=3s",
+                f"--endpoints={endpoints or f'http://127.0.0.1:{port}'}", *(["--write-out=json"] if parse else []), *args]
+        out = self.ssh(node, argv).stdout
+        return json.loads(out) if parse else out
+
+    def _etcd_endpoints(self) -> str:
+        return ",".join(f"http://{n.address}:{self.spec.ports.etcd_client}" for n in self.spec.nodes)
 
     def etcd_leader(self) -> str | None:
         """The node whose etcd member is etcd's leader, as the members report it (asked on a node in
         the network); None if they do not agree on one."""
-        node, port = self.target.vnet_node(), self.spec.ports.etcd_client
+        node = self.target.vnet_node()
         names = {m["ID"]: m.get("name") for m in self.etcdctl(node, "member", "list")["members"]}
-        endpoints = ",".join(f"http://{n.address}:{port}" for n in self.spec.nodes)
-        leaders = {s["Status"]["leader"] for s in self.etcdctl(node, "endpoint", "status", endpoints=endpoints)}
+        leaders = {s["Status"]["leader"] for s in self.etcdctl(node, "endpoint", "status", endpoints=self._etcd_endpoints())}
         return names.get(leaders.pop()) if len(leaders) == 1 else None
+
+    def etcd_leader_elsewhere(self) -> dict[str, str | None]:
+        """Wait until etcd's members name a leader on another node than Patroni's leader (deadline
+        ``ETCD_LEADER_MOVE_S``); both leaders as seen. WaitTimeout naming both otherwise."""
+        return wait_until("etcd's leader on another node than Patroni's leader",
+                          lambda: {"etcd's leader": self.etcd_leader(), "Patroni's leader": self.leader().name},
+                          lambda seen: seen["etcd's leader"] not in (None, seen["Patroni's leader"]),
+                          timeout=ETCD_LEADER_MOVE_S)
+
+    def move_etcd_leader(self, to: str) -> None:
+        """Hand etcd's leadership to the member on node ``to`` (``etcdctl move-leader``, which finds
+        the leader among every member's endpoint); nothing if it leads already."""
+        if self.etcd_leader() == to:
+            return
+        node = self.target.vnet_node()
+        ids = {m.get("name"): m["ID"] for m in self.etcdctl(node, "member", "list")["members"]}
+        self.etcdctl(node, "move-leader", format(ids[to], "x"), endpoints=self._etcd_endpoints(), parse=False)
 
     def haproxy_admin(self, node: str, command: str) -> str:
         """Send one command to the node's own HAProxy stats socket (level admin); its answer."""

@@ -57,6 +57,13 @@ def test_every_node_reports_the_same_cluster_running_the_spec_version(stack):
         assert view["timeline"] == members[name].timeline, f"{name}: timeline {view['timeline']} vs {members[name].timeline}"
 
 
+def test_etcds_leader_is_on_another_node_than_patronis_leader(stack):
+    """With ``etcd_leader_elsewhere``, the node etcd's members name as their leader is not Patroni's
+    leader (within ``ETCD_LEADER_MOVE_S``): losing Patroni's leader then never costs an etcd election
+    that renews its key's lease."""
+    if not stack.spec.patroni.etcd_leader_elsewhere:
+        pytest.skip("the spec lets etcd elect its leader anywhere (patroni.etcd_leader_elsewhere: false)")
+    stack.etcd_leader_elsewhere()
 
 
 def test_synchronous_mode_names_a_synchronous_standby_that_postgresql_confirms(stack):
