@@ -5,7 +5,8 @@ their distributions and the goals they meet; writes ``reports/failover.json`` an
     {profile: {"ttl": s, "sync": bool, "spec": file,
                fault: {"p50_s", "p95_s", "max_s", "per_ttl_p50", "lost", "victim_led_etcd": runs whose victim
                        was etcd's leader, "runs": [{measured_s, lost, parts, victim_led_etcd...}],
-                       "goal": sentence, "met": bool, "slowest": {part: runs}}}}
+                       "goal": sentence, "met": bool, "slowest": {part: runs},
+                       "parts_p50_s": {part: median seconds over the runs that observed it}}}}
 
 Each profile is deployed over the same stack (``deployer up --spec PROFILE``: Patroni's dynamic
 configuration changes in place), each fault runs ``TRIALS`` times through ``trial.run`` (steady
@@ -54,13 +55,17 @@ def goal(fault: str, spec: StackSpec) -> tuple[str, callable]:
 
 
 def figures(runs: list[dict], spec: StackSpec, fault: str) -> dict:
-    """Distribution of one fault's trials, with its goal (``goal``) and, per run, the slowest hop."""
+    """Distribution of one fault's trials, with its goal (``goal``), per run the slowest hop, and each
+    hop's median: where a missed goal's time went."""
     gaps = [r["measured_s"] for r in runs if "measured_s" in r]
     out = {"runs": runs, "errors": sum("error" in r for r in runs),
            "lost": sum(r.get("lost", 0) for r in runs),
            "leader_changes": sum(r.get("old_leader") != r.get("new_leader") for r in runs if "measured_s" in r),
            "slowest": dict(Counter(r["gap_slowest"] for r in runs if r.get("gap_slowest"))),
            "victim_led_etcd": sum(bool(r.get("victim_led_etcd")) for r in runs)}
+    parts = [r["gap_parts_s"] for r in runs if r.get("gap_parts_s")]
+    out["parts_p50_s"] = {part: round(statistics.median(p[part] for p in parts if part in p), 2)
+                          for part in dict.fromkeys(k for p in parts for k in p)}
     if gaps:
         p95 = statistics.quantiles(gaps, n=20, method="inclusive")[18] if len(gaps) > 1 else gaps[0]
         out.update(p50_s=round(statistics.median(gaps), 2), p95_s=round(p95, 2), max_s=max(gaps),
