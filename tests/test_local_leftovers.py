@@ -24,6 +24,9 @@ pgha-vnet (id: 0)
 PG_Old-vnet (id: 8)
 PG_Old-pg1 (id: 9)
 dev2-vnet (id: 10)
+pgha-2-vnet (id: 11)
+pgha-2-pg1 (id: 12)
+pgha-3-pg1 (id: 13)
 cni-4f1c2a
 """
 IP_LINK_SHOW = """\
@@ -63,12 +66,14 @@ def processes(root) -> list[tuple[int, str]]:
 
 @pytest.fixture
 def host(tmp_path, monkeypatch):
-    """A host where stack ``pgha`` is half torn down, ``dev2`` (a valid name) runs, and three stacks
+    """A host where stack ``pgha`` is half torn down, ``dev2`` (a valid name) runs, so do ``pgha-2``
+    (known by its ``-vnet`` namespace) and ``pgha-3`` (by its state dir; one namespace left), whose
+    names start with ``pgha-`` like ``pgha``'s own namespaces, and three stacks
     under names the current validation refuses left things behind: ``PG_Old`` (namespaces, veth),
     ``old.stack_7`` (a mount under its state dir), ``Legacy`` (only its load balancer process and
     its state dir)."""
     root = tmp_path / "state"
-    for stack in ("pgha", "dev2", "Legacy"):
+    for stack in ("pgha", "dev2", "Legacy", "pgha-3"):
         (root / stack).mkdir(parents=True)
     (root / "pgha.lock").write_text("")
     monkeypatch.setattr(deployer.state, "STATE_ROOT", root)
@@ -97,7 +102,7 @@ def test_leftovers_finds_the_stacks_own_namespaces_interface_mounts_processes_cg
         f"process 4242 ({processes(root)[1][1]})",
         f"cgroup {root.parent}/cgroup/unified/init.scope/pgha.pg2",
         "nftables table in the host namespace: table inet pgha_nsg",
-    ], "nothing of dev2 (another valid stack: `deployer down --name dev2` reaches it), no ssh client"
+    ], "nothing of dev2, pgha-2 or pgha-3 (other valid stacks: `deployer down` reaches them), no ssh client"
     assert set(ran) == {("ip", "netns", "list"), ("ip", "-o", "link", "show"), ("findmnt", "-rn", "-o", "TARGET"),
                         ("nft", "list", "tables")}
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections.abc import Iterable
 from pathlib import Path
 
 from deployer.spec import Node, StackSpec
 from deployer.targets.local.cmd import ok, run
 
 BRIDGE = "br0"
+#: A stack's subnet namespace is ``<stack>-vnet``; finding one names a stack.
+VNET_SUFFIX = "-vnet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +35,7 @@ class Layout:
 
     def __init__(self, spec: StackSpec, stack: str):
         self.spec, self.stack = spec, stack
-        self.vnet, self.lb, self.client = f"{stack}-vnet", f"{stack}-lb", f"{stack}-client"
+        self.vnet, self.lb, self.client = f"{stack}{VNET_SUFFIX}", f"{stack}-lb", f"{stack}-client"
         self.mgmt_if = f"{stack}-mgmt"
         links = list(spec.local.transit_cidr.subnets(new_prefix=30))
         self.mgmt, self.lb_link, self.client_link = (
@@ -49,10 +52,20 @@ class Layout:
         return [self.vnet, self.lb, self.client, *(self.node_ns(n) for n in self.spec.nodes)]
 
 
-def existing_namespaces(prefix: str) -> list[str]:
-    """Named network namespaces whose name starts with ``prefix-``."""
+def namespaces_of(stack: str, namespaces: Iterable[str], stacks: Iterable[str] = ()) -> list[str]:
+    """The namespaces of ``stack`` among ``namespaces``: named ``<stack>-...``, except those of another
+    stack whose name starts with ``<stack>-`` (``pg-2-vnet`` is stack ``pg-2``'s, not ``pg``'s). The
+    other stacks are ``stacks`` (their state directories, say) and every one a ``-vnet`` namespace names."""
+    namespaces = list(namespaces)
+    others = {ns.removesuffix(VNET_SUFFIX) for ns in namespaces if ns.endswith(VNET_SUFFIX)} | set(stacks)
+    longer = [o for o in others if o.startswith(f"{stack}-")]
+    return [ns for ns in namespaces if ns.startswith(f"{stack}-") and not any(ns.startswith(f"{o}-") for o in longer)]
+
+
+def existing_namespaces(stack: str, stacks: Iterable[str] = ()) -> list[str]:
+    """The named network namespaces of ``stack`` on this host (``namespaces_of``)."""
     out = run(["ip", "netns", "list"]).stdout
-    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(f"{prefix}-")]
+    return namespaces_of(stack, [line.split()[0] for line in out.splitlines() if line.split()], stacks)
 
 
 def ns_pids(ns: str) -> list[int]:

@@ -75,7 +75,7 @@ class LocalTarget(Target):
             raise MissingPrerequisite("the local target cannot start: " + "; ".join(problems) + ". Nothing was created.")
 
     def is_up(self) -> bool:
-        return (set(self.layout.namespaces) <= set(network.existing_namespaces(self.state.name))
+        return (set(self.layout.namespaces) <= set(network.existing_namespaces(self.state.name, self._stacks()))
                 and all(vm.running() for vm in self._vms()) and (self.lb_dir / "haproxy.pid").exists())
 
     def provision(self) -> None:
@@ -216,7 +216,7 @@ class LocalTarget(Target):
         for vm in vms:
             vm.unmount()
             vm.remove_cgroups()
-        names = network.existing_namespaces(self.state.name)
+        names = network.existing_namespaces(self.state.name, self._stacks())
         for ns in names:
             for pid in network.ns_pids(ns):
                 log.info("Killing process %d left in namespace %s.", pid, ns)
@@ -224,6 +224,11 @@ class LocalTarget(Target):
         network.destroy(self.layout, names)
         for sub in ("vms", "lb"):
             shutil.rmtree(self.state.dir / sub, ignore_errors=True)
+
+    def _stacks(self) -> set[str]:
+        """Every stack with a state directory on this host."""
+        root = self.state.dir.parent
+        return {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
 
     def _all_vm_dirs(self) -> list[VM]:
         """Every VM this stack may have: the spec's nodes and any other directory left on disk."""
@@ -246,7 +251,7 @@ class LocalTarget(Target):
         mounts under its state dir, the processes started from it (VM launchers, the load balancer),
         its VM cgroups (``<stack>.<node>``)."""
         home, mgmt_if = self.state.dir.parent / stack, stack + Layout(self.spec, "").mgmt_if
-        found = [f"network namespace {ns}" for ns in host.namespaces if ns.startswith(f"{stack}-")]
+        found = [f"network namespace {ns}" for ns in network.namespaces_of(stack, host.namespaces, self._stacks())]
         found += [f"host interface {link}" for link in host.links if link == mgmt_if]
         found += [f"mount {m}" for m in host.mounts if m.startswith(f"{home}/")]
         found += [f"process {pid} ({cmd})" for pid, cmd in host.processes
@@ -262,7 +267,7 @@ class LocalTarget(Target):
         layout's shape, a mount or process under the state root) whose name ``check_stack_name``
         refuses."""
         root, shape = self.state.dir.parent, Layout(self.spec, "")
-        named = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+        named = self._stacks()
         named |= {ns.removesuffix(end) for ns in host.namespaces for end in (shape.vnet, shape.lb, shape.client)
                   if ns.endswith(end)}
         named |= {link.removesuffix(shape.mgmt_if) for link in host.links if link.endswith(shape.mgmt_if)}
