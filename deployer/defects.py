@@ -50,7 +50,7 @@ def _local(stack: Stack):
 
 def _load_nsg(stack: Stack, spec) -> None:
     """Replace the NSG tables with those rendered from ``spec`` (atomic; the fault tables stay)."""
-    run(["nft", "-f", "-"], netns=_local(stack).layout.vnet, input=nsg.render(Layout(spec, stack.state.name)))
+    _local(stack).load_nft(nsg.render(Layout(spec, stack.state.name)))
 
 
 def _open_postgres(stack: Stack) -> None:

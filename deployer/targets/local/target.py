@@ -48,7 +48,8 @@ class LocalTarget(Target):
     def _vms(self) -> list[VM]:
         return [self.vm(n.name) for n in self.spec.nodes]
 
-    def _nft(self, script: str) -> None:
+    def load_nft(self, script: str) -> None:
+        """Apply an nftables script in the subnet's namespace, where the NSG lives (atomically)."""
         run(["nft", "-f", "-"], netns=self.layout.vnet, input=script)
 
     # ----- stages -----
@@ -92,7 +93,7 @@ class LocalTarget(Target):
         log.info("Creating namespaces %s, the bridge and the management route.", ", ".join(self.layout.namespaces))
         network.create(self.layout)
         log.info("Loading the NSG (%d rules, default deny) into nftables in %s.", len(self.spec.security_rules), self.layout.vnet)
-        self._nft(nsg.render(self.layout) + nsg.render_fault_tables())
+        self.load_nft(nsg.render(self.layout) + nsg.render_fault_tables())
         self._start_lb(image)
         secrets = Secrets(self.state.dir)
         known = []
