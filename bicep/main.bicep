@@ -52,6 +52,13 @@ param probeIntervalSeconds int
 @minValue(1)
 param probeThreshold int
 
+@description('Required. Where new connections go while every backend is probed down: nowhere (AllProbedDown) or to every backend (AllProbedUp) (stack.yaml load_balancer.no_healthy_backends).')
+@allowed([
+  'AllProbedDown'
+  'AllProbedUp'
+])
+param probeNoHealthyBackends string
+
 @description('Required. Size of the VMs (stack.yaml azure.vm_size).')
 param vmSize string
 
@@ -127,6 +134,7 @@ module loadBalancer 'modules/loadBalancer.bicep' = {
     haproxyHealthPort: haproxyHealthPort
     probeIntervalSeconds: probeIntervalSeconds
     probeThreshold: probeThreshold
+    probeNoHealthyBackends: probeNoHealthyBackends
     sshPort: sshPort
     sshNatRules: sshNatRules
   }

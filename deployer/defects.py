@@ -76,7 +76,7 @@ def _victim(stack: Stack) -> str:
 
 
 def _drop_member(stack: Stack) -> None:
-    lb.remove_member(_local(stack).lb_dir, _victim(stack))
+    lb.remove_member(stack.spec, _local(stack).lb_dir, _victim(stack))
 
 
 def _hba_file(stack: Stack, node: str) -> str:
@@ -153,6 +153,18 @@ def _lb_weights(weight: str) -> Callable[[Stack], None]:
     return set_weights
 
 
+def _all_members(state: str) -> Callable[[Stack], None]:
+    """``STATE server`` (``disable``: maintenance) every member of the load balancer's unchecked
+    backend, where new connections go while the whole pool is probed down (``AllProbedUp``)."""
+    def change(stack: Stack) -> None:
+        target = _local(stack)
+        for node in stack.spec.nodes:
+            answer = lb.admin(target.lb_dir, f"{state} server {lb.ALL_BACKEND}/{node.name}")
+            if answer.strip():
+                raise TargetError(f"the load balancer refused to {state} {lb.ALL_BACKEND}/{node.name}: {answer.strip()}")
+    return change
+
+
 def _set_ttl(offset: int) -> Callable[[Stack], None]:
     def patch(stack: Stack) -> None:
         user = role_defaults()["patroni"]["patroni_restapi_username"]
@@ -226,6 +238,10 @@ CATALOGUE: tuple[Defect, ...] = (
     Defect("etcd-leader-on-primary", "etcd's leader runs on Patroni's leader (the placement daemon stopped)",
            ("test_patroni.py::test_etcds_leader_is_on_another_node_than_patronis_leader",),
            "etcd's leader on another node", _etcd_leader_on_primary, _etcd_leader_elsewhere),
+    Defect("lb-all-probed-down", "with every member probed down the load balancer sends new connections nowhere "
+           "(AllProbedDown) although the spec says AllProbedUp",
+           ("test_lb_probe.py::test_with_every_member_probed_down_new_connections_go_where_the_spec_says",),
+           "AllProbedUp", _all_members("disable"), _all_members("enable")),
     Defect("hba-trust", "a node's pg_hba trusts the whole subnet",
            ("test_hosts.py::test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local",),
            "trust", _trust_in_hba, _untrust_hba),

@@ -188,8 +188,15 @@ class HAProxy(Strict):
 
 
 class LoadBalancer(Strict):
+    """The load balancer's probe of each member's HAProxy health endpoint (Azure's minimum interval
+    is 5 s). ``no_healthy_backends`` is Azure's ``noHealthyBackendsBehavior``: where new connections
+    go while every member is probed down: nowhere (``AllProbedDown``, Azure's default), or to every
+    member (``AllProbedUp``), so that when a leaderless cluster has taken every member out, clients
+    reach a node HAProxy as soon as it routes to the new leader instead of at the next probe."""
+
     probe_interval_s: int = Field(5, ge=5)
     probe_threshold: int = Field(2, ge=1)
+    no_healthy_backends: Literal["AllProbedDown", "AllProbedUp"] = "AllProbedDown"
 
 
 class Local(Strict):

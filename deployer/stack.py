@@ -148,6 +148,10 @@ class Stack:
         config.write_text("".join(h.ssh_config() for h in self.target.hosts()))
         return testinfra.get_host(f"ssh://{self.target.host(node).node}", ssh_config=str(config), sudo=True)
 
+    def pool_health(self) -> dict[str, bool]:
+        """``{member: healthy}`` as the load balancer reports its backend pool."""
+        return {m.node: m.healthy for m in self.target.backend_pool()}
+
     # ----- clients through the load balancer -----
 
     def dsn(self, port: int, user: str = "app", dbname: str = "app") -> str:

@@ -8,10 +8,6 @@ from deployer.drills.nemesis import stopped_service
 from deployer.wait import wait_until
 
 
-def _health(stack) -> dict[str, bool]:
-    return {m.node: m.healthy for m in stack.target.backend_pool()}
-
-
 @pytest.mark.chaos
 def test_a_member_whose_haproxy_stops_is_marked_down_then_up_again(stack):
     node = stack.spec.nodes[-1].name
@@ -21,8 +17,8 @@ def test_a_member_whose_haproxy_stops_is_marked_down_then_up_again(stack):
     stack.target.wait_pool_healthy()
     with stopped_service("haproxy")(stack, node):
         wait_until(f"{node} unhealthy in the load balancer within {budget:g} s (probe interval "
-                   f"{lb.probe_interval_s} s x threshold {lb.probe_threshold})", lambda: _health(stack),
+                   f"{lb.probe_interval_s} s x threshold {lb.probe_threshold})", stack.pool_health,
                    lambda h: h.get(node) is False and {k: v for k, v in h.items() if k != node} == others,
                    timeout=budget)
-    wait_until(f"{node} healthy again after HAProxy restarted", lambda: _health(stack),
+    wait_until(f"{node} healthy again after HAProxy restarted", stack.pool_health,
                lambda h: h.get(node) is True, timeout=budget)

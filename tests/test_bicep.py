@@ -480,6 +480,7 @@ def test_parameters_carry_the_spec_values(spec, params):
     assert v["haproxyHealthPort"] == spec.ports.haproxy_health
     assert (v["probeIntervalSeconds"], v["probeThreshold"]) == (spec.load_balancer.probe_interval_s,
                                                                spec.load_balancer.probe_threshold)
+    assert v["probeNoHealthyBackends"] == spec.load_balancer.no_healthy_backends == "AllProbedUp"
     assert v["sshPort"] == spec.ports.ssh
     assert v["vmSize"] == spec.azure.vm_size and v["location"] == spec.azure.location
     assert v["tags"] == TAGS and v["sshPublicKey"] == SSH_KEY and v["stackName"] == spec.name
@@ -532,11 +533,11 @@ def test_probe_uses_probe_threshold_on_the_haproxy_health_port():
     assert "numberOfProbes" not in props
     assert props["probeThreshold"] == "probeThreshold" and props["intervalInSeconds"] == "probeIntervalSeconds"
     assert props["port"] == "haproxyHealthPort" and props["protocol"] == "Http"
-    assert props["noHealthyBackendsBehavior"] == "AllProbedDown"
+    assert props["noHealthyBackendsBehavior"] == "probeNoHealthyBackends"
     lb_file = next(f for f, _, r in resources() if r["type"] == LB)
     assert props["requestPath"] == "probePath" and parse(lb_file)["parameters"]["probePath"]["default"] == "/health"
     (passed,) = [p for _, t, p in module_decls(MAIN) if t == lb_file.resolve()]
-    for name in ("probeThreshold", "probeIntervalSeconds", "haproxyHealthPort"):
+    for name in ("probeThreshold", "probeIntervalSeconds", "probeNoHealthyBackends", "haproxyHealthPort"):
         assert passed[name] == name
     for f in FILES:
         assert not dicts_with(parse(f), "numberOfProbes"), f"{f.name} uses numberOfProbes"

@@ -44,6 +44,26 @@ def test_lb_config_has_the_spec_ports_and_an_empty_pool(tmp_path):
     assert "server " not in backend, "the pool starts empty; members are added at stage 3"
 
 
+@pytest.mark.parametrize("behaviour", ["AllProbedUp", "AllProbedDown"])
+def test_lb_config_sends_to_every_member_only_while_the_pool_is_down_with_all_probed_up(tmp_path, behaviour):
+    spec = SPEC.model_copy(update={"load_balancer": SPEC.load_balancer.model_copy(
+        update={"no_healthy_backends": behaviour})})
+    config = lb.render_config(spec, "203.0.113.10", tmp_path)
+    frontend = config.split("frontend public")[1].split("\nbackend")[0]
+    up = behaviour == "AllProbedUp"
+    assert ("use_backend nodes_all if { nbsrv(nodes) eq 0 }" in frontend) == up
+    assert (f"backend {lb.ALL_BACKEND}" in config) == up
+    if up:
+        assert "httpchk" not in config.split(f"\nbackend {lb.ALL_BACKEND}")[1], "the all-members backend is unchecked"
+
+
+def test_lb_counts_each_members_connections_through_both_backends(monkeypatch, tmp_path):
+    header = "# pxname,svname,status,addr,stot\n"
+    rows = "nodes,pg1,UP,10.0.1.4:0,7\nnodes,pg2,DOWN,10.0.1.5:0,3\nnodes_all,pg1,UP,10.0.1.4:0,2\nnodes,BACKEND,UP,,10\n"
+    monkeypatch.setattr(lb, "admin", lambda rundir, cmd: header + rows)
+    assert lb.connections(SPEC, tmp_path) == {"pg1": 9, "pg2": 3}
+
+
 def test_lb_members_read_back_from_show_stat(monkeypatch, tmp_path):
     header = "# pxname,svname,status,addr,check_status\n"
     rows = ("public,FRONTEND,OPEN,,\nnodes,pg3,DOWN,10.0.1.6:0,L4TOUT\nnodes,pg1,UP,10.0.1.4:0,L7OK\n"

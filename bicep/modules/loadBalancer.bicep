@@ -39,6 +39,13 @@ param probeIntervalSeconds int
 @minValue(1)
 param probeThreshold int
 
+@description('Required. Where new connections go while every backend is probed down (stack.yaml load_balancer.no_healthy_backends).')
+@allowed([
+  'AllProbedDown'
+  'AllProbedUp'
+])
+param probeNoHealthyBackends string
+
 @description('Required. SSH port of the nodes, the backend port of the inbound NAT rules (stack.yaml ports.ssh).')
 param sshPort int
 
@@ -99,7 +106,7 @@ resource loadBalancer 'Microsoft.Network/loadBalancers@2024-05-01' = {
           requestPath: probePath
           intervalInSeconds: probeIntervalSeconds
           probeThreshold: probeThreshold
-          noHealthyBackendsBehavior: 'AllProbedDown'
+          noHealthyBackendsBehavior: probeNoHealthyBackends
         }
       }
     ]

@@ -104,6 +104,17 @@ def server_in_maintenance(listener: str, server: str) -> Fault:
     return fault
 
 
+def frontend_disabled(frontend: str) -> Fault:
+    """Stop one node's own HAProxy ``frontend`` from listening (its stats socket: ``disable
+    frontend``; for ``health``, the load balancer's probes then fail while routing goes on); heal:
+    ``enable frontend``."""
+    def fault(stack: Stack, node: str) -> ContextManager[None]:
+        return _injected(f"{node}'s HAProxy: frontend {frontend} disabled",
+                         lambda: stack.haproxy_admin(node, f"disable frontend {frontend}"),
+                         lambda: stack.haproxy_admin(node, f"enable frontend {frontend}"))
+    return fault
+
+
 def isolated(stack: Stack, node: str) -> ContextManager[None]:
     """Cut a node off the network (capability ``isolate``); heal: reconnect it."""
     return _injected(f"{node} isolated", lambda: stack.target.isolate(node), lambda: stack.target.heal(node))

@@ -106,7 +106,7 @@ class _Stream:
 def _poll_pool(stack: Stack, seen: Observations, stop: threading.Event) -> None:
     while not stop.wait(max(POOL_PERIOD_S, stack.target.readback_latency_s)):
         with contextlib.suppress(Exception):  # a read-back failing mid-fault is not an observation
-            seen.pool.append((time.time(), {m.node: m.healthy for m in stack.target.backend_pool()}))
+            seen.pool.append((time.time(), stack.pool_health()))
 
 
 @contextlib.contextmanager

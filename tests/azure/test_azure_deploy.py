@@ -132,12 +132,13 @@ def test_the_compile_path_refuses_output_that_is_no_template(tmp_path):
 
 def test_the_recorded_build_output_declares_what_main_bicep_declares():
     """The build output the fakes compile to must not drift from the source: every parameter (type,
-    @secure as securestring, default, bounds) and output of main.bicep, with their descriptions."""
+    @secure as securestring, default, bounds, allowed values) and output of main.bicep, with their descriptions."""
     pycep = pytest.importorskip("pycep", reason="pycep-parser is a dev dependency")
     source = pycep.BicepParser().parse(file_path=bicep.MAIN_BICEP)
     built = load("bicep_build_main.json")
     assert built["metadata"]["_generator"]["name"] == "bicep" and built["$schema"].endswith("deploymentTemplate.json#")
-    bounds = {"min_length": "minLength", "max_length": "maxLength", "min_value": "minValue", "max_value": "maxValue"}
+    bounds = {"min_length": "minLength", "max_length": "maxLength", "min_value": "minValue", "max_value": "maxValue",
+              "allowed": "allowedValues"}
     assert set(built["parameters"]) == set(source["parameters"])
     for name, param in source["parameters"].items():
         decorators = {d["type"]: d.get("argument") for d in param["decorators"]}

@@ -122,6 +122,7 @@ def bicep_parameters(spec: StackSpec, *, join_pool: bool, ssh_public_key: str, t
         "haproxyHealthPort": spec.ports.haproxy_health,
         "probeIntervalSeconds": spec.load_balancer.probe_interval_s,
         "probeThreshold": spec.load_balancer.probe_threshold,
+        "probeNoHealthyBackends": spec.load_balancer.no_healthy_backends,
         "vmSize": spec.azure.vm_size,
         "adminUsername": spec.admin_user,
         "sshPublicKey": _check_ssh_key(ssh_public_key),

@@ -5,7 +5,9 @@ starts EMPTY. Servers carry no port, so a connection to frontend port P goes to 
 like an Azure LB rule with floating ports off. The pool's health probe is an HTTP check of the
 node's HAProxy health endpoint, with the spec's interval and threshold (Azure's probe semantics:
 established flows stay on a probed-down member). Members are added and removed at run time through
-the admin socket (``add server`` / ``del server``), never by rewriting the config.
+the admin socket (``add server`` / ``del server``), never by rewriting the config. With
+``no_healthy_backends: AllProbedUp`` every member is also in ``nodes_all``, unchecked, which the
+frontend uses only while no member of ``nodes`` is up (Azure's "sent to all instances").
 
 The binary is the VM image's own haproxy, run through the image's dynamic loader, so the host needs
 no haproxy package (whose postinst would start one in the root namespace).
@@ -22,11 +24,24 @@ from deployer.targets.base import PoolMember, TargetError
 from deployer.targets.local.cmd import run
 
 BACKEND = "nodes"
+#: Every member, unchecked: where new connections go while the whole pool is probed down (AllProbedUp).
+ALL_BACKEND = "nodes_all"
+
+
+def _backends(spec: StackSpec) -> tuple[str, ...]:
+    return (BACKEND, ALL_BACKEND) if spec.load_balancer.no_healthy_backends == "AllProbedUp" else (BACKEND,)
 
 
 def render_config(spec: StackSpec, frontend: str, rundir: Path) -> str:
     """haproxy.cfg for the load balancer (empty backend pool)."""
     binds = "\n".join(f"    bind {frontend}:{port}" for port in (spec.ports.haproxy_primary, spec.ports.haproxy_replicas))
+    all_probed_up = f"""
+    use_backend {ALL_BACKEND} if {{ nbsrv({BACKEND}) eq 0 }}""" if ALL_BACKEND in _backends(spec) else ""
+    all_backend = f"""
+backend {ALL_BACKEND}
+    balance roundrobin
+    # The same members, unchecked: used only while every member of {BACKEND} is probed down.
+""" if all_probed_up else ""
     return f"""global
     stats socket {rundir}/admin.sock mode 600 level admin
     pidfile {rundir}/haproxy.pid
@@ -40,14 +55,14 @@ defaults
     timeout check 2s
 
 frontend public
-{binds}
+{binds}{all_probed_up}
     default_backend {BACKEND}
 
 backend {BACKEND}
     balance roundrobin
     option httpchk GET /health
     # Members are added at stage 3 through the admin socket.
-"""
+{all_backend}"""
 
 
 def command(image: Path, config: Path) -> list[str]:
@@ -80,18 +95,24 @@ def add_member(spec: StackSpec, rundir: Path, name: str, address: str) -> None:
     if "New server registered" not in answer and "Already exists" not in answer:
         raise TargetError(f"the load balancer refused to add {name} ({address}): {answer.strip()}")
     # A new server leaves maintenance UP; mark it down at once so it serves only once a probe passed.
-    for cmd in (f"enable health {BACKEND}/{name}", f"enable server {BACKEND}/{name}",
-                f"set server {BACKEND}/{name} health down"):
+    cmds = [f"enable health {BACKEND}/{name}", f"enable server {BACKEND}/{name}", f"set server {BACKEND}/{name} health down"]
+    if ALL_BACKEND in _backends(spec):
+        answer = admin(rundir, f"add server {ALL_BACKEND}/{name} {address}")
+        if "New server registered" not in answer and "Already exists" not in answer:
+            raise TargetError(f"the load balancer refused to add {name} ({address}) to {ALL_BACKEND}: {answer.strip()}")
+        cmds.append(f"enable server {ALL_BACKEND}/{name}")
+    for cmd in cmds:
         answer = admin(rundir, cmd)
         if answer.strip():
             raise TargetError(f"`{cmd}` on the load balancer said: {answer.strip()}")
 
 
-def remove_member(rundir: Path, name: str) -> None:
+def remove_member(spec: StackSpec, rundir: Path, name: str) -> None:
     """Drain and delete a node from the pool; a no-op when it is not there."""
-    admin(rundir, f"disable server {BACKEND}/{name}")
-    admin(rundir, f"shutdown sessions server {BACKEND}/{name}")
-    admin(rundir, f"del server {BACKEND}/{name}")
+    for backend in _backends(spec):
+        admin(rundir, f"disable server {backend}/{name}")
+        admin(rundir, f"shutdown sessions server {backend}/{name}")
+        admin(rundir, f"del server {backend}/{name}")
 
 
 def members(spec: StackSpec, rundir: Path) -> list[PoolMember]:
@@ -102,11 +123,14 @@ def members(spec: StackSpec, rundir: Path) -> list[PoolMember]:
             for name in order if name in by_name]
 
 
-def connections(rundir: Path) -> dict[str, int]:
+def connections(spec: StackSpec, rundir: Path) -> dict[str, int]:
     """``{member: stot}`` of the pool as HAProxy reports it (``show stat``): the sessions it has sent
-    to each server since the server was added (in TCP mode, one per client connection)."""
-    by_name = haproxy_stat.servers(admin(rundir, "show stat")).get(BACKEND, {})
-    return {name: int(row["stot"] or 0) for name, row in by_name.items()}
+    to each member since it was added (in TCP mode, one per client connection), through either backend."""
+    stat, counts = haproxy_stat.servers(admin(rundir, "show stat")), {}
+    for backend in _backends(spec):
+        for name, row in stat.get(backend, {}).items():
+            counts[name] = counts.get(name, 0) + int(row["stot"] or 0)
+    return counts
 
 
 def stop(rundir: Path) -> None:

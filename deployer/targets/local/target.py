@@ -146,7 +146,7 @@ class LocalTarget(Target):
 
     def lb_connections(self) -> dict[str, int]:
         """Each member's ``stot`` in the load balancer's ``show stat`` (``lb.connections``)."""
-        return lb.connections(self.lb_dir)
+        return lb.connections(self.spec, self.lb_dir)
 
     def frontend(self) -> tuple[str, int]:
         return str(self.layout.frontend), self.spec.ports.haproxy_primary
