@@ -14,6 +14,12 @@ pytestmark = pytest.mark.acceptance
 UNITS = ("etcd", "patroni", "haproxy", "ssh")
 
 
+def units(spec) -> tuple[str, ...]:
+    """The services every node must run and start at boot: ``UNITS``, and the etcd leader placement
+    daemon where the spec keeps etcd's leader off Patroni's."""
+    return UNITS + (("etcd-leader-elsewhere",) if spec.patroni.etcd_leader_elsewhere else ())
+
+
 def intended_listeners(spec, address: str) -> dict[int, set[str]]:
     """Port -> the addresses it must listen on, and only those: PostgreSQL and etcd's client port on
     the node's address and loopback, etcd's peer port and Patroni's API on the node's address, SSH
@@ -38,7 +44,7 @@ def hosts(stack):
 
 def test_services_run_and_start_at_boot_and_debians_cluster_is_absent(stack, hosts):
     for name, host in hosts.items():
-        for unit in UNITS:
+        for unit in units(stack.spec):
             service = host.service(unit)
             assert service.is_running and service.is_enabled, f"{name}: {unit} running={service.is_running} enabled={service.is_enabled}"
         assert not host.service("postgresql").is_enabled, f"{name}: Debian's postgresql.service must stay off"
