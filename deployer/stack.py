@@ -105,10 +105,11 @@ class Stack:
 
     def etcd_leader(self) -> str | None:
         """The node whose etcd member is etcd's leader, as the members report it (asked on a node in
-        the network); None if they do not agree on one."""
+        the network); None if they do not agree on one, or one knows none (an election is on)."""
         node = self.target.vnet_node()
         names = {m["ID"]: m.get("name") for m in self.etcdctl(node, "member", "list")["members"]}
-        leaders = {s["Status"]["leader"] for s in self.etcdctl(node, "endpoint", "status", endpoints=self._etcd_endpoints())}
+        statuses = self.etcdctl(node, "endpoint", "status", endpoints=self._etcd_endpoints())
+        leaders = {s["Status"].get("leader") for s in statuses}  # absent (0) while a member knows no leader
         return names.get(leaders.pop()) if len(leaders) == 1 else None
 
     def etcd_leader_elsewhere(self) -> dict[str, str | None]:

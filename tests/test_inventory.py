@@ -235,6 +235,7 @@ TEMPLATES = {
     "patroni.service": "patroni/templates/patroni.service.j2",
     "etcd.env": "etcd/templates/etcd.env.j2",
     "haproxy.cfg": "haproxy/templates/haproxy.cfg.j2",
+    "etcd-leader-elsewhere.service": "patroni/templates/etcd-leader-elsewhere.service.j2",
 }
 
 
@@ -326,6 +327,20 @@ def test_etcd_env_forms_the_cluster_from_the_spec(rendered):
         assert env["ETCD_LISTEN_CLIENT_URLS"] == (f"http://{node.address}:{spec.ports.etcd_client},"
                                                   f"http://127.0.0.1:{spec.ports.etcd_client}")
         assert env["ETCD_ENABLE_V2"] == "false"
+        assert env["ETCD_PRE_VOTE"] == "true", "a rejoining isolated member must not depose etcd's leader"
+
+
+def test_the_etcd_leader_daemon_asks_its_own_patroni_and_member_and_hands_to_the_others(rendered):
+    spec, out = rendered
+    port = spec.ports.etcd_client
+    for node in spec.nodes:
+        unit = (out / node.name / "etcd-leader-elsewhere.service").read_text().replace("\\\n", " ")
+        argv = next(line for line in unit.splitlines() if line.startswith("ExecStart=")).split()
+        pairs = list(zip(argv[1::2], argv[2::2]))
+        assert ("--patroni", f"http://{node.address}:{spec.ports.patroni}/primary") in pairs
+        assert [v for k, v in pairs if k == "--local"] == [f"http://{node.address}:{port}"]
+        assert sorted(v for k, v in pairs if k == "--peer") == sorted(
+            f"http://{n.address}:{port}" for n in spec.nodes if n.name != node.name)
 
 
 def test_haproxy_cfg_routes_to_every_node_with_the_spec_checks(rendered):

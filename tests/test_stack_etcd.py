@@ -22,7 +22,8 @@ def _stack(leaders: list[int]) -> tuple[Stack, list]:
         asked.append((node, args, endpoints))
         if args == ("member", "list"):
             return MEMBERS
-        return [{"Status": {"leader": leader, "header": {"member_id": i}}} for i, leader in enumerate(leaders)]
+        return [{"Status": {"header": {"member_id": i}} | ({"leader": leader} if leader else {})}
+                for i, leader in enumerate(leaders)]
     stack.etcdctl = etcdctl
     return stack, asked
 
@@ -34,8 +35,9 @@ def test_the_leader_every_member_names_is_mapped_to_its_node():
     assert asked[-1] == ("pg3", ("endpoint", "status"), endpoints)
 
 
-@pytest.mark.parametrize("leaders", [[22, 33, 22], [44, 44, 44]])
-def test_members_that_disagree_or_name_an_unknown_member_give_no_leader(leaders):
+@pytest.mark.parametrize("leaders", [[22, 33, 22], [44, 44, 44], [0, 0, 0], [22, 0, 22]])
+def test_members_that_disagree_name_an_unknown_member_or_know_none_give_no_leader(leaders):
+    """0: etcd's JSON leaves ``leader`` out while a member knows no leader (an election)."""
     assert _stack(leaders)[0].etcd_leader() is None
 
 

@@ -143,7 +143,6 @@ def run(stack: Stack, drill: Drill, budget_scale: float = 1.0) -> Trial:
     victim = _victim(drill, before)
     stack.sql(ports.haproxy_primary, SCHEMA)
     postmaster = _postmaster_started(stack, victim) if drill.keeps_postmaster else None
-    etcd_leader = stack.etcd_leader()  # a lost etcd leader renews every lease: the old key outlives ttl
     run_dir = stack.reports / "drills" / f"{drill.name}-{int(time.time())}"
     load = spec.workload
     with runner.running(stack.target.vantage(), stack.dsn(ports.haproxy_primary), stack.dsn(ports.haproxy_replicas),
@@ -151,6 +150,10 @@ def run(stack: Stack, drill: Drill, budget_scale: float = 1.0) -> Trial:
                         duration_s=load.steady_s + 900) as workload, \
             observer.observing(stack, victim, workload.history_dir, direct=drill.direct) as seen:
         workload.wait_steady(load.steady_s)
+        # A lost etcd leader renews every lease, so the old key outlives ttl: where the spec keeps
+        # etcd's leader off Patroni's, the fault waits until it is (the daemon's turn after a heal).
+        etcd_leader = (stack.etcd_leader_elsewhere()["etcd's leader"] if spec.patroni.etcd_leader_elsewhere
+                       else stack.etcd_leader())
         fault_at = time.time()
         with drill.fault(stack, victim):
             drill.hold(stack, workload, old.name, victim, budget)
