@@ -94,25 +94,24 @@ def crashed_cluster(stack: Stack, node: str) -> Iterator[None]:
         yield
 
 
-def server_in_maintenance(listener: str, server: str) -> Fault:
-    """Put ``listener``/``server`` into maintenance in one node's own HAProxy (its stats socket:
-    ``disable server``), so that node no longer routes to it; heal: ``enable server``."""
+def _haproxy_disabled(what: str) -> Fault:
+    """``disable WHAT`` in one node's own HAProxy (its stats socket); heal: ``enable WHAT``."""
     def fault(stack: Stack, node: str) -> ContextManager[None]:
-        return _injected(f"{node}'s HAProxy: {listener}/{server} in maintenance",
-                         lambda: stack.haproxy_admin(node, f"disable server {listener}/{server}"),
-                         lambda: stack.haproxy_admin(node, f"enable server {listener}/{server}"))
+        return _injected(f"{node}'s HAProxy: {what} disabled", lambda: stack.haproxy_admin(node, f"disable {what}"),
+                         lambda: stack.haproxy_admin(node, f"enable {what}"))
     return fault
+
+
+def server_in_maintenance(listener: str, server: str) -> Fault:
+    """Put ``listener``/``server`` into maintenance in one node's own HAProxy, so that node no
+    longer routes to it; heal: back in service."""
+    return _haproxy_disabled(f"server {listener}/{server}")
 
 
 def frontend_disabled(frontend: str) -> Fault:
-    """Stop one node's own HAProxy ``frontend`` from listening (its stats socket: ``disable
-    frontend``; for ``health``, the load balancer's probes then fail while routing goes on); heal:
-    ``enable frontend``."""
-    def fault(stack: Stack, node: str) -> ContextManager[None]:
-        return _injected(f"{node}'s HAProxy: frontend {frontend} disabled",
-                         lambda: stack.haproxy_admin(node, f"disable frontend {frontend}"),
-                         lambda: stack.haproxy_admin(node, f"enable frontend {frontend}"))
-    return fault
+    """Stop one node's own HAProxy ``frontend`` from listening (for ``health``, the load balancer's
+    probes then fail while routing goes on); heal: it listens again."""
+    return _haproxy_disabled(f"frontend {frontend}")
 
 
 def isolated(stack: Stack, node: str) -> ContextManager[None]:
