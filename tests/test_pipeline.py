@@ -11,6 +11,7 @@ expression naming no parameter.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -83,11 +84,11 @@ def expand_steps(steps: list[dict], including: Path) -> list[dict]:
     return out
 
 
-def expand(path: Path) -> dict:
-    """The pipeline file as Azure DevOps runs it: its own parameters at their defaults, every step
-    template expanded."""
+def expand(path: Path, given: dict | None = None) -> dict:
+    """The pipeline file as Azure DevOps runs it: its own parameters as ``given`` (a run's choices),
+    else at their defaults, every step template expanded."""
     raw = yaml.safe_load(path.read_text())
-    values = parameter_values(raw.get("parameters", []), {}, path.name)
+    values = parameter_values(raw.get("parameters", []), given or {}, path.name)
     pipeline = substitute({k: v for k, v in raw.items() if k != "parameters"}, values, path.name, set())
     for stage in pipeline["stages"]:
         for job in stage["jobs"]:
@@ -180,7 +181,7 @@ def test_nightly_schedule_runs_always(pipeline):
 def test_validate_runs_tests_bicep_checkov_and_ansible_lint(stages):
     text = "\n".join(script(s) for s in steps(stages["Validate"]))
     assert "pytest tests" in text
-    assert "az bicep build" in text and "az bicep lint" in text
+    assert "bicep build bicep/main.bicep" in text and "bicep lint" in text
     assert ".venv-checkov/bin/checkov -d bicep --framework bicep --skip-download" in text
     assert "make lint" in text or "ansible-lint" in text
 
@@ -331,7 +332,7 @@ def test_every_job_sets_up_python_and_checks_the_agent_before_make(pipeline):
             assert first[2] == "Check the agent's prerequisites" and first[3].startswith("Project virtualenv"), first
             check = script(job["steps"][2])
             assert "sys.version_info < (3, 11)" in check and "##vso[task.logissue type=error]" in check
-            needed = {"make"} | ({"az", "openssl", "ssh", "ssh-keyscan"} if stage["stage"] != "Validate" else {"az"})
+            needed = {"make", "bicep"} | ({"az", "openssl", "ssh", "ssh-keyscan"} if stage["stage"] != "Validate" else set())
             assert needed <= set(re.search(r"for tool in (.*); do", check)[1].split()), stage["stage"]
 
 
@@ -341,3 +342,153 @@ def test_attach_proves_the_deployment_idempotent_after_it(stages):
     texts = [script(s) for s in steps(stages["Attach"]) if s.get("task") == "AzureCLI@2"]
     attach = next(i for i, t in enumerate(texts) if "--from attach --until attach" in t)
     assert any("python -m deployer.targets.azure.drift --name \"$(stackName)\"" in t for t in texts[attach + 1:])
+
+
+# ---------------------------------------------------------------- second review (issue 19), day two (issue 15)
+
+#: Commands that delete Azure resources.
+DELETES = re.compile(r"\bdeployer down\b|\baz (group|resource) delete\b")
+
+
+def job_pool(stage: dict, job: dict) -> dict:
+    return job.get("pool") or stage.get("pool") or {}
+
+
+def unclean_self_hosted_jobs(pipeline) -> list[str]:
+    """Jobs on a self-hosted pool (a ``name``, not a ``vmImage``) that do not clean their whole
+    workspace first: such an agent keeps ``$(Pipeline.Workspace)`` (artifacts of older runs) and
+    ``.venv`` between runs."""
+    return [f"{stage['stage']}.{job['job']}" for stage in pipeline["stages"] for job in stage["jobs"]
+            if "vmImage" not in job_pool(stage, job) and (job.get("workspace") or {}).get("clean") != "all"]
+
+
+def deletions_that_can_be_skipped(pipeline) -> list[str]:
+    """Steps that delete resources but run only when every step before them succeeded (no
+    ``condition`` starting with ``always()``), and the jobs holding them that a cancel skips."""
+    found = []
+    for stage in pipeline["stages"]:
+        for job in stage["jobs"]:
+            deleting = [s for s in job["steps"] if DELETES.search(script(s))]
+            found += [f"{stage['stage']}: step {s.get('displayName')!r} skipped after an earlier failure"
+                      for s in deleting if not str(s.get("condition", "")).replace(" ", "").startswith("always()")]
+            if deleting and not str(job.get("condition", "")).replace(" ", "").startswith("always()"):
+                found.append(f"{stage['stage']}: job {job['job']} skipped on a cancelled run")
+    return found
+
+
+def planted(pipeline: dict, stage: str, change) -> dict:
+    """A deep copy of ``pipeline`` with ``change(job)`` applied to the first job of ``stage``."""
+    copy = yaml.safe_load(yaml.safe_dump(pipeline))
+    change(next(s for s in copy["stages"] if s["stage"] == stage)["jobs"][0])
+    return copy
+
+
+def test_every_step_that_deletes_resources_runs_whatever_failed_before_it(pipeline, stages):
+    """Issue 19, defect 1: Teardown ran `deployer down` and the `az group delete` sweep in one step
+    after `make venv`; a failed `make venv` skipped both and left the stack running and billed. The
+    sweep needs only az: its own step; every deleting step and the Teardown job itself run always(),
+    and a cancel leaves the job time for a resource group deletion."""
+    assert deletions_that_can_be_skipped(pipeline) == []
+    job = stages["Teardown"]["jobs"][0]
+    assert int(job["cancelTimeoutInMinutes"]) >= 30, "az group delete takes minutes"
+    down, sweep = ([s for s in job["steps"] if pattern in script(s)] for pattern in (".venv/bin/deployer down", "az group delete"))
+    assert len(down) == len(sweep) == 1 and down[0] is not sweep[0], "the sweep is a step of its own"
+    assert job["steps"].index(down[0]) < job["steps"].index(sweep[0])
+    assert ".venv" not in script(sweep[0]) and sweep[0]["task"] == "AzureCLI@2", "the sweep needs az only"
+
+
+def test_the_deletion_check_catches_a_skippable_deletion(pipeline):
+    """Negative controls: a deleting step without always(), and a Teardown job without it."""
+    def step_without_always(job):
+        next(s for s in job["steps"] if "az group delete" in script(s)).pop("condition")
+    assert any("skipped after an earlier failure" in p for p in deletions_that_can_be_skipped(
+        planted(pipeline, "Teardown", step_without_always)))
+    assert any("skipped on a cancelled run" in p for p in deletions_that_can_be_skipped(
+        planted(pipeline, "Teardown", lambda job: job.pop("condition"))))
+
+
+def test_every_job_on_a_self_hosted_agent_cleans_its_workspace(pipeline):
+    """Issue 19, defect 2: a self-hosted agent kept `$(Pipeline.Workspace)/state-*` of older runs,
+    and the restore step took the newest directory by name, another run's stack."""
+    assert unclean_self_hosted_jobs(pipeline) == []
+    assert unclean_self_hosted_jobs(planted(pipeline, "Configure", lambda job: job.pop("workspace"))) == [
+        "Configure.configure"], "negative control"
+
+
+def test_the_state_is_this_runs_by_its_build_id(stages):
+    """Issue 19, defect 2: the state artifacts carry the build id, and the restore picks among this
+    run's only."""
+    publish = next(s for s in steps(stages["Provision"]) if s.get("displayName") == "Publish the encrypted state")
+    assert publish["inputs"]["artifact"].startswith("state-$(Build.BuildId)-")
+    download, restore = (next(s for s in steps(stages["Configure"]) if s.get("displayName") == name) for name in RESTORE)
+    assert download["patterns"].startswith("state-$(Build.BuildId)-")
+    assert '"$(Pipeline.Workspace)"/state-$(Build.BuildId)-*' in script(restore)
+
+
+def test_bicep_is_a_standalone_cli_the_agent_must_have(pipeline):
+    """Issue 19, defect 5: AzureCLI@2 gives each step its own AZURE_CONFIG_DIR, so `az bicep install`
+    in one step is unseen by the next and az downloads Bicep again at every compile. Every job's
+    agent check requires `bicep` on PATH, no step runs `az bicep`, and the agent image names it."""
+    for stage in pipeline["stages"]:
+        check = script(stage["jobs"][0]["steps"][2])
+        assert "bicep" in re.search(r"for tool in (.*); do", check)[1].split(), stage["stage"]
+    assert not [s.get("displayName") for s in all_steps(pipeline) if re.search(r"\baz bicep (build|lint|install)", script(s))]
+    agent_image = (REPO / "docs" / "azure.md").read_text().partition("### Agent image")[2].partition("\n## ")[0]
+    assert "standalone `bicep`" in agent_image and "AZURE_CONFIG_DIR" in agent_image
+
+
+def test_pull_requests_on_azure_repos_are_validated_by_a_branch_policy(pipeline):
+    """Issue 19, defect 6: a YAML `pr:` trigger does nothing on Azure Repos (GitHub and Bitbucket
+    only), yet the docs promised "pull requests run Validate only". The one-time setup sets up a
+    build validation policy; the trigger stays, for GitHub-hosted copies."""
+    assert pipeline["pr"]["branches"]["include"] == ["main"]
+    assert re.search(r"^pr:  # .*GitHub.*Bitbucket", PIPELINE.read_text(), re.M), "say where `pr:` applies"
+    setup = (REPO / "docs" / "azure.md").read_text().partition("One-time setup:")[2].partition("### Agent image")[0]
+    assert "Build validation" in setup and "Azure Repos" in setup
+
+
+FAKE_DEPLOYER = """#!/bin/sh
+# `deployer` as the pipeline calls it: each call logged; `up` of a plan with a replace refused without --replace.
+echo "$*" >> "$CALLS"
+case "$*" in
+  *--what-if*) echo "Plan: 1 change(s)"; echo "  replace   network.subnet_cidr" ;;
+  *--replace*) echo "Replacing stack" ;;
+  *) if [ "$PLAN" = replace ]; then echo "error: refused: network.subnet_cidr forces replacement" >&2; exit 2; fi ;;
+esac
+"""
+
+
+def run_step(step: dict, tmp_path: Path, plan: str) -> tuple[int, list[str]]:
+    """Run an AzureCLI@2 step's script with bash, as the agent would: pipeline macros filled in, a fake
+    ``az`` and ``.venv/bin/deployer`` (``FAKE_DEPLOYER``, facing a plan that holds a ``replace`` or
+    not); its exit code and the deployer calls it made."""
+    (tmp_path / "bin").mkdir(exist_ok=True)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True, exist_ok=True)
+    for path, body in ((tmp_path / "bin" / "az", "#!/bin/sh\necho sub-id\n"),
+                       (tmp_path / ".venv" / "bin" / "deployer", FAKE_DEPLOYER)):
+        path.write_text(body)
+        path.chmod(0o755)
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    text = MACRO.sub(lambda m: {"stackName": "ci7", "specFile": "/tmp/spec.yaml"}[m["name"]], script(step))
+    done = subprocess.run(["bash", "-c", text], cwd=tmp_path, capture_output=True, text=True, env={
+        "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "CALLS": str(calls), "PLAN": plan})
+    return done.returncode, calls.read_text().splitlines()
+
+
+@pytest.mark.parametrize("allow, plan, code, up", [
+    (False, "in place", 0, "--until provision"),
+    (False, "replace", 2, "--until provision"),
+    (True, "replace", 0, "--until provision --replace")])
+def test_provision_shows_the_plan_and_replaces_only_when_the_run_allows_it(tmp_path, allow, plan, code, up):
+    """Issue 15, item 8: on a deployed stack `deployer up` is a change. The deploy step prints the plan
+    (`--what-if`) first, then applies it; a plan with a replace fails the step (exit 2) unless the
+    run's `allowReplace` parameter (default false) passes `--replace`. The rolling apply is part of
+    configure (`--from configure --until configure`)."""
+    param = next(p for p in yaml.safe_load(PIPELINE.read_text())["parameters"] if p["name"] == "allowReplace")
+    assert (param["type"], param["default"]) == ("boolean", False)
+    stages = {s["stage"]: s for s in expand(PIPELINE, {"allowReplace": allow} if allow else None)["stages"]}
+    step, = (s for s in steps(stages["Provision"]) if "--until provision" in script(s))
+    returned, calls = run_step(step, tmp_path, plan)
+    base = 'up --target azure --name ci7 --spec /tmp/spec.yaml'
+    assert (returned, calls) == (code, [f"{base} --what-if", f"{base} {up}"])
