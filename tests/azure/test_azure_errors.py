@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from azure_fakes import CMP, DEPLOYMENT, NET, NoCredential, answer_redeploy, load
 
@@ -112,3 +114,43 @@ def test_describe_caps_the_causes():
     leaves = [{"code": f"C{i}", "message": "m"} for i in range(7)]
     assert errors.describe({"code": "Top", "message": "t", "details": leaves}) == \
         "Top: t; C0: m; C1: m; C2: m; C3: m; C4: m; and 2 more"
+
+
+TENANT = "11111111-1111-1111-1111-111111111111"
+PIPELINE_ENV = {"SYSTEM_OIDCREQUESTURI": "https://dev.azure.com/contoso/00000000-0000-0000-0000-0000000000bb/_apis/distributedtask/hubs/build/plans/p/jobs/j/oidctoken",
+                "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID": "22222222-2222-2222-2222-222222222222",
+                "AZURESUBSCRIPTION_CLIENT_ID": "33333333-3333-3333-3333-333333333333",
+                "AZURESUBSCRIPTION_TENANT_ID": TENANT, "SYSTEM_ACCESSTOKEN": "job-access-token"}
+
+
+@pytest.fixture
+def entra_refuses(arm, monkeypatch):
+    """A pipeline job whose service connection's federated credential names another subject: Azure
+    DevOps hands out its OIDC token, Entra ID refuses it (AADSTS700213), as the real
+    ``AzurePipelinesCredential`` (over MSAL) sees it."""
+    for name, value in PIPELINE_ENV.items():
+        monkeypatch.setenv(name, value)
+    arm.rsps.add("POST", re.compile(re.escape(PIPELINE_ENV["SYSTEM_OIDCREQUESTURI"]) + r"\?.*"), json={"oidcToken": "a.b.c"})
+    login = f"https://login.microsoftonline.com/{TENANT}"
+    arm.rsps.add("POST", f"{login}/oauth2/v2.0/token", json=load("entra_federated_subject_mismatch.json"), status=400)
+
+
+REFUSED = ("Entra ID refused the Azure credential: Microsoft Entra ID error '(invalid_client) AADSTS700213: No matching "
+           "federated identity record found for presented assertion subject 'sc://contoso/pgha/pgha-azure-wif'.")
+
+
+def test_a_refused_credential_keeps_entra_ids_reason_in_preflight(make_target, entra_refuses):
+    """Issue 19, defect 3: every ClientAuthenticationError became "no usable Azure credential: sign in
+    with `az login`...", also when a credential existed and Entra ID refused it; the AADSTS code
+    (here a federated subject the service connection does not match) was thrown away."""
+    target = make_target(credential=None, environ=dict(PIPELINE_ENV))
+    with pytest.raises(MissingPrerequisite) as err:
+        target.preflight()
+    assert REFUSED in str(err.value) and errors.NO_CREDENTIAL not in str(err.value)
+    assert "job-access-token" not in str(err.value)
+
+
+def test_a_refused_credential_mid_operation_keeps_the_reason_and_sends_nothing_to_arm(make_target, entra_refuses, arm):
+    with pytest.raises(MissingPrerequisite, match=re.escape(f"cannot read resource group rg-pgha: {REFUSED}")):
+        make_target(credential=None, environ=dict(PIPELINE_ENV)).provision()
+    assert not arm.sent(contains="management.azure.com")

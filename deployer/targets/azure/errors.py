@@ -7,11 +7,24 @@ import contextlib
 from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceExistsError,
                                    ResourceNotFoundError, ServiceRequestError)
 
+from azure.identity import CredentialUnavailableError
+
 from deployer.targets.base import MissingPrerequisite, TargetError
 
 NO_CREDENTIAL = ("no usable Azure credential: sign in with `az login` (or set AZURE_CLIENT_ID, "
                  "AZURE_TENANT_ID and a federated token or secret), or run in Azure DevOps with a "
                  "workload-identity service connection")
+
+
+def credential_problem(exc: ClientAuthenticationError) -> str:
+    """Why the credential yielded no token, as one line: ``NO_CREDENTIAL`` when none could even try
+    (``CredentialUnavailableError``: no sign-in, no environment), else the refusal as Entra ID (or
+    Azure DevOps' OIDC endpoint) worded it, whose AADSTS code names the cause: a federated subject
+    the service connection does not match, a disabled application, a wrong tenant."""
+    if isinstance(exc, CredentialUnavailableError):
+        return NO_CREDENTIAL
+    return (f"Entra ID refused the Azure credential: {' '.join((exc.message or str(exc)).split())}; check the "
+            "service connection's federated credential (issuer, subject) or your sign-in")
 
 
 #: At most this many innermost causes are printed; the rest are counted.
@@ -63,15 +76,16 @@ def _lro_failed(exc: HttpResponseError) -> bool:
 
 @contextlib.contextmanager
 def azure_errors(operation: str, resource: str):
-    """Translate exceptions raised inside into TargetError (MissingPrerequisite for no credential).
+    """Translate exceptions raised inside into TargetError (MissingPrerequisite when the credential
+    yields no token: ``credential_problem``; ARM's own 401, with its error code, is a TargetError).
 
     ``operation`` is a verb phrase ("deploy", "read the NSG"), ``resource`` what it acts on.
     """
     try:
         yield
     except ClientAuthenticationError as exc:
-        if exc.response is None:  # raised by the credential itself, before any request
-            raise MissingPrerequisite(f"cannot {operation} {resource}: {NO_CREDENTIAL}") from None
+        if exc.error is None:  # raised by the credential, before any request to ARM (which names its error)
+            raise MissingPrerequisite(f"cannot {operation} {resource}: {credential_problem(exc)}") from None
         raise TargetError(f"cannot {operation} {resource}: Azure rejected the credential (401, "
                           f"{platform_says(exc)}); sign in again or check the service connection") from None
     except ResourceNotFoundError as exc:

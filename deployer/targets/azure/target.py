@@ -32,7 +32,7 @@ from deployer.spec import SpecError, StackSpec
 from deployer.state import StackState
 from deployer.targets.azure import bicep, convert, deployment, nsg_faults, prerequisites, readbacks, ssh
 from deployer.targets.azure.clients import Clients
-from deployer.targets.azure.errors import NO_CREDENTIAL
+from deployer.targets.azure.errors import credential_problem
 from deployer.targets.azure.identity import ARM_SCOPE, AzureEnv
 from deployer.targets.azure.parameters import bicep_parameters
 from deployer.targets.azure.parameters import resolve_source as nsg_source
@@ -202,8 +202,8 @@ class AzureTarget(Target):
                 problems += prerequisites.problems(self._az, self.spec)
             except MissingPrerequisite as exc:
                 problems.append(str(exc))
-            except ClientAuthenticationError:
-                problems.append(NO_CREDENTIAL)
+            except ClientAuthenticationError as exc:
+                problems.append(credential_problem(exc))
             except TargetError as exc:
                 problems.append(str(exc))
         if problems:
