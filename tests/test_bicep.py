@@ -24,6 +24,7 @@ from deployer.spec import DEFAULT_SPEC, OPEN_SOURCES, parse_spec
 
 pycep = pytest.importorskip("pycep", reason="pycep-parser is a dev dependency: pip install -e '.[dev]'")
 from deployer.targets.azure.parameters import bicep_parameters, nsg_security_rules  # noqa: E402
+from deployer.targets.azure.prerequisites import IMAGE  # noqa: E402
 
 MAIN = BICEP / "main.bicep"
 MODULES = BICEP / "modules"
@@ -613,8 +614,7 @@ def test_vms_are_debian_12_ssh_key_only_in_their_zone():
     (vm,) = of_type(VM)
     vm_file = next(f for f, _, r in resources() if r["type"] == VM)
     vm_params = parse(vm_file)["parameters"]
-    assert vm_params["imageReference"]["default"] == {"publisher": "Debian", "offer": "debian-12",
-                                                       "sku": "12-gen2", "version": "latest"}
+    assert vm_params["imageReference"]["default"] == {**IMAGE, "version": "latest"}, "preflight checks sizes for IMAGE"
     assert vm["properties"]["storageProfile"]["imageReference"] == "imageReference"
     linux = vm["properties"]["osProfile"]["linuxConfiguration"]
     assert linux["disablePasswordAuthentication"] is True

@@ -56,6 +56,38 @@ def test_preflight_names_what_the_subscription_lacks_before_anything_is_created(
     assert "location+eq+%27westeurope%27" in url or "location%20eq%20%27westeurope%27" in url
 
 
+def b2s(**changes) -> dict:
+    """``Standard_B2s`` as the SKU list reports it, with ``locationInfo`` zones or capabilities changed."""
+    found = sku("Standard_B2s")
+    zones = changes.pop("zones", None)
+    if zones is not None:
+        found["locationInfo"][0]["zones"] = zones
+    found["capabilities"] = [c | ({"value": changes[c["name"]]} if c["name"] in changes else {})
+                             for c in found["capabilities"]] + [
+        {"name": k, "value": v} for k, v in changes.items() if k not in {c["name"] for c in found["capabilities"]}]
+    return {"value": [found]}
+
+
+@pytest.mark.parametrize("skus, problem", [
+    (b2s(zones=["1", "2"]), "VM size Standard_B2s is not offered in westeurope zone(s) 3 (offered in 1, 2), where "
+                            "nodes run (nodes[].zone)"),
+    (b2s(zones=[]), "VM size Standard_B2s is not offered in westeurope zone(s) 1, 2, 3 (offered in none), where "
+                    "nodes run (nodes[].zone)"),
+    (b2s(HyperVGenerations="V1"), "VM size Standard_B2s runs Hyper-V generation(s) V1, not V2 of the image "
+                                  "Debian debian-12 12-gen2"),
+    (b2s(CpuArchitectureType="Arm64"), "VM size Standard_B2s is Arm64, not x64 of the image Debian debian-12 12-gen2"),
+])
+def test_preflight_checks_every_constraint_arm_enforces_on_the_size(make_target, arm, skus, problem):
+    """Issue 19, defect 4: the size check read `restrictions` only, never `locationInfo[].zones`: a
+    size not offered in a node's zone (or a region without zones) passed preflight and failed
+    mid-deployment with SkuNotAvailable, after the network and the load balancer existed. The same
+    for a size that cannot boot the image (its Hyper-V generation, its CPU architecture)."""
+    answer_prerequisites(arm, skus=skus)
+    with pytest.raises(MissingPrerequisite) as err:
+        make_target().preflight()
+    assert problem in str(err.value) and str(err.value).count("\n  - ") == 1, str(err.value)
+
+
 def test_preflight_without_credentials_says_so_in_one_message_and_sends_nothing(make_target, arm):
     with pytest.raises(MissingPrerequisite) as err:
         make_target(credential=NoCredential()).preflight()
