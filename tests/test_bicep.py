@@ -531,7 +531,7 @@ def test_probe_uses_probe_threshold_on_the_haproxy_health_port():
     (lb,) = of_type(LB)
     (probe,) = lb["properties"]["probes"]
     props = probe["properties"]
-    assert "numberOfProbes" not in props
+    assert props.get("numberOfProbes") == "probeThreshold", "only an echo of probeThreshold, against what-if noise"
     assert props["probeThreshold"] == "probeThreshold" and props["intervalInSeconds"] == "probeIntervalSeconds"
     assert props["port"] == "haproxyHealthPort" and props["protocol"] == "Http"
     assert props["noHealthyBackendsBehavior"] == "probeNoHealthyBackends"
@@ -541,7 +541,7 @@ def test_probe_uses_probe_threshold_on_the_haproxy_health_port():
     for name in ("probeThreshold", "probeIntervalSeconds", "probeNoHealthyBackends", "haproxyHealthPort"):
         assert passed[name] == name
     for f in FILES:
-        assert not dicts_with(parse(f), "numberOfProbes"), f"{f.name} uses numberOfProbes"
+        assert [d["numberOfProbes"] for d in dicts_with(parse(f), "numberOfProbes")] in ([], ["probeThreshold"]), f.name
 
 
 def test_balancing_rules_for_both_haproxy_ports_reset_and_no_snat():
@@ -664,3 +664,40 @@ def test_bicepconfig_makes_the_security_rules_errors():
                  "secure-params-in-nested-deploy", "adminusername-should-not-be-literal", "no-unused-params",
                  "secure-parameter-default"):
         assert rules.get(name, {}).get("level") == "error", name
+
+
+#: Properties Azure fills with a default when a template omits them, so the what-if after attach
+#: reports them as a change (a Modify or Delete delta) although nothing would change: (type, path).
+AZURE_DEFAULTS = [
+    (LB, ("properties", "probes", 0, "properties", "numberOfProbes")),
+    (VM, ("properties", "storageProfile", "osDisk", "diskSizeGB")),
+    (VM, ("properties", "osProfile", "requireGuestProvisionSignal")),
+    (VNET, ("properties", "subnets", 0, "properties", "privateEndpointNetworkPolicies")),
+    (VNET, ("properties", "subnets", 0, "properties", "privateLinkServiceNetworkPolicies")),
+]
+
+
+def omitted_defaults(bodies: dict[str, list[dict]]) -> list[str]:
+    """The ``AZURE_DEFAULTS`` that a resource body of ``bodies`` (type -> bodies) leaves out."""
+    missing = []
+    for rtype, path in AZURE_DEFAULTS:
+        for body in bodies[rtype]:
+            node = body
+            for key in path:
+                node = node[key] if isinstance(node, list) or (isinstance(node, dict) and key in node) else None
+                if node is None:
+                    missing.append(f"{rtype}: {'.'.join(map(str, path))}")
+                    break
+    return missing
+
+
+def test_every_property_azure_defaults_is_set_so_what_if_shows_no_noise():
+    """Issue 19, defect 7: Azure returns the defaults a template omits (the probe's numberOfProbes, a
+    VM's OS disk size, ...) and what-if reports them as Modify or Delete deltas, so the drift gate
+    after attach could fail on a stack that had not drifted. Each is set explicitly."""
+    bodies = {rtype: of_type(rtype) for rtype, _ in AZURE_DEFAULTS}
+    assert omitted_defaults(bodies) == []
+    (probe,) = bodies[LB][0]["properties"]["probes"]
+    assert probe["properties"]["numberOfProbes"] == probe["properties"]["probeThreshold"], "one threshold"
+    bodies[VM] = [json.loads(json.dumps(bodies[VM][0]).replace('"diskSizeGB"', '"diskSize"'))]
+    assert omitted_defaults(bodies) == [f"{VM}: properties.storageProfile.osDisk.diskSizeGB"], "negative control"

@@ -106,6 +106,8 @@ resource loadBalancer 'Microsoft.Network/loadBalancers@2024-05-01' = {
           requestPath: probePath
           intervalInSeconds: probeIntervalSeconds
           probeThreshold: probeThreshold
+          // Superseded by probeThreshold, but Azure stores a default for it: set, what-if shows no change.
+          numberOfProbes: probeThreshold
           noHealthyBackendsBehavior: probeNoHealthyBackends
         }
       }

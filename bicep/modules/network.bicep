@@ -77,6 +77,9 @@ resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
         properties: {
           addressPrefix: subnetAddressPrefix
           defaultOutboundAccess: false
+          // Azure's defaults, set so what-if after a deployment shows no change.
+          privateEndpointNetworkPolicies: 'Disabled'
+          privateLinkServiceNetworkPolicies: 'Enabled'
           networkSecurityGroup: {
             id: networkSecurityGroupResourceId
           }

@@ -51,6 +51,10 @@ param imageReference object = {
 ])
 param osDiskType string = 'StandardSSD_LRS'
 
+@description('Optional. Size of the OS disk in GiB: the image\'s own size unless larger (set, so what-if after a deployment shows no change).')
+@minValue(30)
+param osDiskSizeGB int = 30
+
 @description('Required. Whether the NIC joins the load balancer backend pool: false in stage 1 (provision), true in stage 3 (attach).')
 param joinBackendPool bool
 
@@ -110,6 +114,7 @@ resource vm 'Microsoft.Compute/virtualMachines@2024-07-01' = {
         createOption: 'FromImage'
         caching: 'ReadWrite'
         deleteOption: 'Delete'
+        diskSizeGB: osDiskSizeGB
         managedDisk: {
           storageAccountType: osDiskType
         }
@@ -120,6 +125,8 @@ resource vm 'Microsoft.Compute/virtualMachines@2024-07-01' = {
       adminUsername: adminUsername
       // Everything on a node goes through SSH (Ansible, process faults): no VM extensions.
       allowExtensionOperations: false
+      // What Azure sets on a Linux VM anyway (true or omitted are the only values).
+      requireGuestProvisionSignal: true
       linuxConfiguration: {
         disablePasswordAuthentication: true
         provisionVMAgent: true

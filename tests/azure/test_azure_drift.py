@@ -11,7 +11,7 @@ import pytest
 import yaml
 from azure_fakes import DEPLOYMENT, NET, load
 
-from deployer.targets.azure import drift
+from deployer.targets.azure import convert, drift
 from deployer.targets.base import TargetError
 
 
@@ -36,6 +36,26 @@ def test_a_real_change_is_drift(deployed, arm):
     answer_drift(arm, "what_if_drift.json")
     assert deployed.drift() == ["~ Modify Microsoft.Network/networkSecurityGroups/pgha-nsg "
                                 "(properties.securityRules[3].properties.sourceAddressPrefix)"]
+
+
+def noise_delta(path: str, kind: str = "Delete") -> dict:
+    vm = "/subscriptions/x/resourceGroups/rg-pgha/providers/Microsoft.Compute/virtualMachines/pgha-pg1"
+    return {"properties": {"changes": [{"resourceId": vm, "changeType": "Modify",
+                                        "delta": [{"path": path, "propertyChangeType": kind}]}]}}
+
+
+def test_what_ifs_documented_noise_is_no_drift_and_unsupported_is_not_counted():
+    """Issue 19, defect 7: the no-drift fixture passed on a NoEffect delta of numberOfProbes, which
+    real what-if uses for read-only properties only; Azure reports a value it assigned itself (the OS
+    disk's id) as a Delete delta, and a change it cannot analyse (the OS disk's tags, an extension
+    resource) as Unsupported: both were counted as drift. Each ignored path is in ``WHAT_IF_NOISE``
+    with its reason; anything else is drift (``what_if_no_change.json`` after attach)."""
+    assert convert.drift_lines(load("what_if_no_change.json")) == []
+    assert convert.drift_lines(noise_delta("properties.storageProfile.osDisk.managedDisk.id")) == []
+    assert convert.drift_lines(noise_delta("properties.storageProfile.osDisk.diskSizeGB")) == [
+        "~ Modify Microsoft.Compute/virtualMachines/pgha-pg1 (properties.storageProfile.osDisk.diskSizeGB)"], \
+        "a default the Bicep omits is drift: set it there"
+    assert all(rtype and path and why for rtype, path, why in convert.WHAT_IF_NOISE)
 
 
 def test_drift_before_anything_is_deployed_is_an_error(target, arm):

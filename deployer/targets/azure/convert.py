@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 
 from deployer.spec import ANY_SOURCES
@@ -10,6 +11,19 @@ from deployer.targets.base import RuleInForce
 _PROTOCOLS = {"tcp": "tcp", "udp": "udp", "*": "any", "all": "any"}
 _SYMBOLS = {"Create": "+", "Delete": "-", "Modify": "~", "Deploy": "!", "NoChange": "=", "Ignore": "*",
             "Unsupported": "x"}
+
+
+#: What-if's documented noise: deltas that say nothing about a redeploy, (resource type, path, why).
+#: A default Azure fills in is not noise: the Bicep sets it (``tests/test_bicep.py``, AZURE_DEFAULTS).
+WHAT_IF_NOISE = (
+    ("*", "etag", "read-only: changes with every write"),
+    ("*", "properties.provisioningState", "read-only: the outcome of the last operation"),
+    ("*", "properties.resourceGuid", "read-only: assigned by Azure at creation"),
+    ("Microsoft.Compute/virtualMachines", "properties.storageProfile.osDisk.managedDisk.id",
+     "assigned by Azure to the disk the VM creates from its image; the template cannot name it"),
+    ("Microsoft.Compute/virtualMachines", "properties.storageProfile.imageReference.exactVersion",
+     "read-only: the version `latest` resolved to"),
+)
 
 
 def prefix(value: str) -> str:
@@ -55,12 +69,19 @@ def short_id(resource_id: str) -> str:
 def _line(change: dict) -> str:
     kind = change.get("changeType", "?")
     line = f"{_SYMBOLS.get(kind, '?')} {kind} {short_id(change.get('resourceId', '?'))}"
-    paths = _effective_paths(change)
-    return line + (f" ({', '.join(paths)})" if paths else "")
+    detail = ", ".join(_effective_paths(change)) or change.get("unsupportedReason")
+    return line + (f" ({detail})" if detail else "")
+
+
+def _noise(resource_type: str, path: str) -> bool:
+    return any(fnmatch.fnmatchcase(resource_type, t) and path == p for t, p, _ in WHAT_IF_NOISE)
 
 
 def _effective_paths(change: dict) -> list[str]:
-    return [d["path"] for d in change.get("delta") or [] if d.get("propertyChangeType") != "NoEffect"]
+    """The delta paths that would change something: neither ``NoEffect`` nor ``WHAT_IF_NOISE``."""
+    rtype = short_id(change.get("resourceId", "")).rpartition("/")[0]
+    return [d["path"] for d in change.get("delta") or []
+            if d.get("propertyChangeType") != "NoEffect" and not _noise(rtype, d["path"])]
 
 
 def what_if_lines(result: dict) -> list[str]:
@@ -71,8 +92,9 @@ def what_if_lines(result: dict) -> list[str]:
 
 def drift_lines(result: dict) -> list[str]:
     """The changes of a what-if result that a redeploy would really make: neither ``NoChange`` nor
-    ``Ignore``, and no ``Modify`` whose every delta is ``NoEffect`` (what-if's known noise). Empty
-    when the deployment is idempotent, as Azure Verified Modules prove theirs."""
+    ``Ignore`` nor ``Unsupported`` (what-if could not analyse it; ``what_if_lines`` logs it with its
+    reason), and no ``Modify`` whose every delta is ``NoEffect`` or ``WHAT_IF_NOISE``. Empty when the
+    deployment is idempotent, as Azure Verified Modules prove theirs."""
     return [_line(c) for c in result.get("properties", {}).get("changes", []) or []
-            if c.get("changeType") not in ("NoChange", "Ignore")
+            if c.get("changeType") not in ("NoChange", "Ignore", "Unsupported")
             and not (c.get("changeType") == "Modify" and not _effective_paths(c))]
