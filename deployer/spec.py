@@ -14,7 +14,9 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from deployer import pg_parameters
 from deployer.paths import DEFAULT_SPEC
 
 __all__ = ["DEFAULT_SPEC", "StackSpec", "SpecError", "load_spec", "parse_spec"]
@@ -147,9 +149,89 @@ class Patroni(Strict):
         return self
 
 
+#: PostgreSQL settings ``postgres.parameters`` refuses, and where each comes from instead. Patroni
+#: sets some itself, from its local configuration (which overrides the DCS) or its state
+#: (``ConfigHandler.CMDLINE_OPTIONS`` and the recovery parameters in patroni/postgresql/config.py);
+#: the stack depends on others; and some have their own spec field.
+NOT_PARAMETERS = {
+    "max_connections": "set it with postgres.max_connections",
+    "wal_sender_timeout": "set it with patroni.wal_sender_timeout_ms",
+    "listen_addresses": "Patroni listens on the node's address (the spec's nodes)",
+    "port": "Patroni sets it from ports.postgres",
+    "cluster_name": "Patroni sets it to patroni.scope",
+    "hot_standby": "Patroni keeps it on",
+    "wal_log_hints": "pg_rewind (Patroni's use_pg_rewind) needs it on",
+    "password_encryption": "pg_hba (the patroni role) accepts scram-sha-256 passwords only",
+    "synchronous_standby_names": "Patroni manages it (patroni.synchronous_mode)",
+    "unix_socket_directories": "Patroni's local configuration sets it (the patroni role), overriding the DCS",
+    **dict.fromkeys(("data_directory", "config_file", "hba_file", "ident_file"),
+                    "Patroni's local configuration places the data directory and its files (the patroni role)"),
+    **dict.fromkeys(("primary_conninfo", "primary_slot_name", "promote_trigger_file", "restore_command",
+                     "archive_cleanup_command", "recovery_end_command", "recovery_min_apply_delay", "recovery_target",
+                     "recovery_target_action", "recovery_target_inclusive", "recovery_target_lsn",
+                     "recovery_target_name", "recovery_target_time", "recovery_target_timeline",
+                     "recovery_target_xid"), "Patroni writes the recovery settings itself"),
+}
+#: Patroni's own bounds (``CMDLINE_OPTIONS``' validators), in the parameter's base unit: Patroni
+#: ignores a value outside them with a warning and runs its default instead.
+PATRONI_MINIMUMS = {"max_connections": 25, "max_wal_senders": 3, "max_replication_slots": 4,
+                    "max_locks_per_transaction": 32, "max_worker_processes": 2, "wal_keep_size": 16}
+PATRONI_WAL_LEVELS = ("replica", "logical")
+
+
 class Postgres(Strict):
+    """``parameters``: any other PostgreSQL setting, name -> value as in postgresql.conf (``128MB``,
+    ``10s``, ``on``), applied to every member through Patroni's DCS. Each is checked against
+    PostgreSQL 15's catalogue (``deployer.pg_parameters``: the name, the type, the range, the units)
+    and Patroni's own rules (``NOT_PARAMETERS``, ``PATRONI_MINIMUMS``, ``wal_level``), and kept under
+    the name as PostgreSQL spells it (``timezone`` -> ``TimeZone``)."""
+
     version: Literal[15] = 15
-    max_connections: int = Field(100, ge=20)
+    #: Patroni ignores a value below ``PATRONI_MINIMUMS``' 25.
+    max_connections: int = Field(100, ge=PATRONI_MINIMUMS["max_connections"])
+    parameters: dict[str, StrictBool | int | float | str] = {}
+
+    @field_validator("max_connections")
+    @classmethod
+    def _in_postgresqls_range(cls, value: int) -> int:
+        pg_parameters.normalise("max_connections", value)
+        return value
+
+    @field_validator("parameters", mode="wrap")
+    @classmethod
+    def _known_to_postgresql(cls, value, handler):
+        errors, out = [], {}
+        for name, item in (value.items() if isinstance(value, dict) else ()):
+            try:
+                canonical = _check_parameter(str(name), item)
+                if canonical in out:
+                    raise ValueError(f"{canonical} is given twice (names are case-insensitive)")
+                out[canonical] = item
+            except (KeyError, ValueError) as exc:
+                errors.append(InitErrorDetails(type=PydanticCustomError("parameter", "{why}", {"why": _why(exc)}),
+                                               loc=(name,), input=item))
+        if errors:
+            raise ValidationError.from_exception_data("Postgres", errors)
+        return handler(out if isinstance(value, dict) else value)
+
+
+def _check_parameter(name: str, value: object) -> str:
+    """``name`` as PostgreSQL spells it, if ``postgres.parameters`` may set it to ``value``."""
+    p = pg_parameters.parameter(name)
+    if p.name.lower() in NOT_PARAMETERS:
+        raise ValueError(f"not settable here: {NOT_PARAMETERS[p.name.lower()]}")
+    if not p.settable:
+        raise ValueError(f"PostgreSQL does not accept it in a configuration file (context {p.context})")
+    setting = pg_parameters.normalise(p.name, value)
+    if p.name in PATRONI_MINIMUMS and int(setting) < PATRONI_MINIMUMS[p.name]:
+        raise ValueError(f"Patroni ignores a value below {PATRONI_MINIMUMS[p.name]}{p.unit}, seen {value!r}")
+    if p.name == "wal_level" and setting not in PATRONI_WAL_LEVELS:
+        raise ValueError(f"replication needs {' or '.join(PATRONI_WAL_LEVELS)}, seen {value!r}")
+    return p.name
+
+
+def _why(exc: Exception) -> str:
+    return exc.args[0] if isinstance(exc, KeyError) else str(exc)
 
 
 class HAProxy(Strict):
@@ -313,6 +395,17 @@ class StackSpec(Strict):
     def rule_ports(self, rule: SecurityRule) -> list[int]:
         """A rule's ports as numbers, sorted; empty means every port."""
         return sorted({p if isinstance(p, int) else getattr(self.ports, p) for p in rule.ports})
+
+    def postgres_settings(self) -> dict[str, str]:
+        """Every PostgreSQL setting the spec sets, by name as PostgreSQL spells it, with the value
+        ``SHOW`` and ``pg_settings.setting`` report once it is applied (``pg_parameters.normalise``:
+        units in the parameter's base unit, booleans ``on``/``off``): ``max_connections``,
+        ``wal_sender_timeout`` (from ``patroni.wal_sender_timeout_ms``) and ``postgres.parameters``.
+        The one source of what reaches Patroni's DCS (``deployer.inventory``) and of what the suites
+        expect to be running; ``pg_parameters.needs_restart(name)`` says which need a restart."""
+        given = {"max_connections": self.postgres.max_connections,
+                 "wal_sender_timeout": self.patroni.wal_sender_timeout_ms, **self.postgres.parameters}
+        return {name: pg_parameters.normalise(name, value) for name, value in given.items()}
 
     def node(self, name: str) -> Node:
         """The node called ``name``; KeyError naming the known nodes otherwise."""

@@ -272,3 +272,61 @@ def test_drill_budgets_follow_the_spec():
 def test_haproxy_transitions_follow_inter_fastinter_and_downinter(haproxy, down_s, up_s):
     h = HAProxy(**haproxy)
     assert (h.down_s, h.up_s) == pytest.approx((down_s, up_s))
+
+
+def test_postgres_settings_are_every_setting_the_spec_sets_as_postgresql_reports_it():
+    assert load_spec().postgres_settings() == {"max_connections": "100", "wal_sender_timeout": "10000"}
+    raw = changed("postgres.parameters", {"shared_buffers": "256MB", "timezone": "UTC", "fsync": True,
+                                          "checkpoint_timeout": "5min", "synchronous_commit": "Local"})
+    raw["postgres"]["max_connections"] = 150
+    raw["patroni"]["wal_sender_timeout_ms"] = 7000
+    spec = parse_spec(raw)
+    assert spec.postgres.parameters["TimeZone"] == "UTC", "kept under the name PostgreSQL spells"
+    assert spec.postgres_settings() == {"max_connections": "150", "wal_sender_timeout": "7000",
+                                        "shared_buffers": "32768", "TimeZone": "UTC", "fsync": "on",
+                                        "checkpoint_timeout": "300", "synchronous_commit": "local"}
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"no_such_thing": 1}, "postgres.parameters.no_such_thing: 'no_such_thing' is not a PostgreSQL 15 parameter"),
+    ({"shared_buffers": "1"}, "postgres.parameters.shared_buffers: expected an integer in 16 .. 1073741823"),
+    ({"shared_buffers": "128mb"}, "'mb' is not one of TB, GB, MB, kB, B"),
+    ({"fsync": "maybe"}, "postgres.parameters.fsync: expected a boolean"),
+    ({"synchronous_commit": "sometimes"}, "postgres.parameters.synchronous_commit: expected one of local"),
+    ({"checkpoint_completion_target": 1.5}, r"checkpoint_completion_target: expected a number in 0 .. 1"),
+    ({"server_version": "16"}, "postgres.parameters.server_version: PostgreSQL does not accept it in a configuration file"),
+    ({"transaction_isolation": "serializable"}, "does not accept it in a configuration file (context user)"),
+    ({"max_connections": 200}, "postgres.parameters.max_connections: not settable here: set it with postgres.max_connections"),
+    ({"WAL_SENDER_TIMEOUT": "5s"}, "set it with patroni.wal_sender_timeout_ms"),
+    ({"hba_file": "/etc/hba"}, "postgres.parameters.hba_file: not settable here: Patroni's local configuration"),
+    ({"data_directory": "/srv"}, "data_directory: not settable here"),
+    ({"listen_addresses": "*"}, "listen_addresses: not settable here"),
+    ({"port": 5433}, "Patroni sets it from ports.postgres"),
+    ({"hot_standby": "off"}, "Patroni keeps it on"),
+    ({"wal_log_hints": "off"}, "pg_rewind"),
+    ({"primary_conninfo": "host=x"}, "Patroni writes the recovery settings itself"),
+    ({"synchronous_standby_names": "*"}, "patroni.synchronous_mode"),
+    ({"wal_level": "minimal"}, "postgres.parameters.wal_level: replication needs replica or logical, seen 'minimal'"),
+    ({"max_wal_senders": 2}, "postgres.parameters.max_wal_senders: Patroni ignores a value below 3"),
+    ({"wal_keep_size": "8MB"}, "Patroni ignores a value below 16MB"),
+    ({"TimeZone": "UTC", "timezone": "GMT"}, "postgres.parameters.timezone: TimeZone is given twice"),
+    ({"search_path": ["a", "b"]}, "postgres.parameters.search_path: expected a string, seen list"),
+])
+def test_a_parameter_postgresql_or_patroni_would_refuse_or_ignore_is_refused_naming_it(parameters, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec(changed("postgres.parameters", parameters))
+    assert message in str(err.value)
+
+
+def test_every_bad_parameter_is_listed_at_once():
+    with pytest.raises(SpecError) as err:
+        parse_spec(changed("postgres.parameters", {"fsync": "maybe", "work_mem": "64kB", "port": 1, "nope": 0}))
+    lines = str(err.value).splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "postgres.parameters.fsync", "postgres.parameters.port", "postgres.parameters.nope"]
+
+
+@pytest.mark.parametrize("value, message", [(24, "greater than or equal to 25"), (300000, "1 .. 262143")])
+def test_max_connections_within_what_patroni_and_postgresql_accept(value, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_spec(changed("postgres.max_connections", value))
