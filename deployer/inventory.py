@@ -84,8 +84,7 @@ def _spec_vars(spec: StackSpec) -> dict[str, Any]:
         "patroni_failsafe_mode": spec.patroni.failsafe_mode,
         "patroni_etcd_leader_elsewhere": spec.patroni.etcd_leader_elsewhere,
         "patroni_maximum_lag_on_failover": spec.patroni.maximum_lag_on_failover,
-        "patroni_wal_sender_timeout_ms": spec.patroni.wal_sender_timeout_ms,
-        "patroni_max_connections": spec.postgres.max_connections,
+        "patroni_postgresql_parameters": spec.postgres_settings(),
         "patroni_hba_cidr": str(spec.network.subnet_cidr),
         # haproxy
         "haproxy_servers": members,

@@ -102,9 +102,9 @@ def test_ports_and_patroni_settings_come_from_the_spec(spec, inv):
     assert (v["patroni_ttl"], v["patroni_loop_wait"], v["patroni_retry_timeout"]) == (p.ttl, p.loop_wait, p.retry_timeout)
     assert v["patroni_synchronous_mode"] is p.synchronous_mode
     assert v["patroni_maximum_lag_on_failover"] == p.maximum_lag_on_failover
-    assert v["patroni_wal_sender_timeout_ms"] == p.wal_sender_timeout_ms
     assert v["patroni_version"] == p.version and v["patroni_scope"] == p.scope
-    assert v["patroni_max_connections"] == spec.postgres.max_connections
+    assert v["patroni_postgresql_parameters"] == spec.postgres_settings() == {"max_connections": "100",
+                                                                              "wal_sender_timeout": "10000"}
     assert v["patroni_etcd_hosts"] == [f"{n.address}:{spec.ports.etcd_client}" for n in spec.nodes]
     h = spec.haproxy
     assert (v["haproxy_check_inter_ms"], v["haproxy_check_fastinter_ms"], v["haproxy_check_downinter_ms"],
@@ -120,7 +120,10 @@ def test_hba_is_limited_to_the_subnet(spec, inv):
 
 @pytest.mark.parametrize("changes, var, expected", [
     ({"patroni": {"ttl": 40}}, "patroni_ttl", 40),
-    ({"patroni": {"wal_sender_timeout_ms": 5000}}, "patroni_wal_sender_timeout_ms", 5000),
+    ({"patroni": {"wal_sender_timeout_ms": 5000}}, "patroni_postgresql_parameters",
+     {"max_connections": "100", "wal_sender_timeout": "5000"}),
+    ({"postgres": {"parameters": {"work_mem": "8MB"}}}, "patroni_postgresql_parameters",
+     {"max_connections": "100", "wal_sender_timeout": "10000", "work_mem": "8192"}),
     ({"ports": {"patroni": 8010}}, "haproxy_patroni_port", 8010),
     ({"haproxy": {"check_fall": 3}}, "haproxy_check_fall", 3),
     ({"haproxy": {"check_downinter_ms": 300}}, "haproxy_check_downinter_ms", 300),
@@ -276,7 +279,7 @@ UNUSUAL = dict(
            "haproxy_primary": 6000, "haproxy_replicas": 6001, "haproxy_health": 8405},
     patroni={"scope": "orders", "ttl": 40, "loop_wait": 7, "retry_timeout": 9, "synchronous_mode": True,
              "maximum_lag_on_failover": 4096, "wal_sender_timeout_ms": 7000},
-    postgres={"max_connections": 150},
+    postgres={"max_connections": 150, "parameters": {"shared_buffers": "256MB", "wal_level": "logical"}},
     haproxy={"check_inter_ms": 700, "check_fastinter_ms": 150, "check_downinter_ms": 250, "check_fall": 3,
              "check_rise": 2},
 )
@@ -307,8 +310,9 @@ def test_patroni_yml_carries_the_spec(rendered):
         assert dcs["postgresql"]["use_pg_rewind"] is True
         params = dcs["postgresql"]["parameters"]
         assert params["wal_log_hints"] == "on" and params["password_encryption"] == "scram-sha-256"
-        assert params["wal_sender_timeout"] == spec.patroni.wal_sender_timeout_ms
-        assert params["max_connections"] == spec.postgres.max_connections
+        assert {k: params[k] for k in spec.postgres_settings()} == spec.postgres_settings() == {
+            "max_connections": "150", "wal_sender_timeout": "7000", "shared_buffers": "32768", "wal_level": "logical"}
+        assert params["hot_standby"] == "on" and params["max_wal_senders"] == 10, "the role's own parameters stay"
         remote = [line.split() for line in conf["postgresql"]["pg_hba"] if line.startswith("host ")]
         assert {r[3] for r in remote} == {"127.0.0.1/32", str(spec.network.subnet_cidr)}
         assert all(r[-1] == "scram-sha-256" for r in remote)
