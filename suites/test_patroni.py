@@ -11,13 +11,13 @@ pytestmark = pytest.mark.acceptance
 
 
 def expected_config(spec) -> dict:
-    """The keys of Patroni's dynamic configuration that the spec sets, with the spec's values."""
+    """The keys of Patroni's dynamic configuration that the spec sets, with the spec's values
+    (PostgreSQL's settings as ``spec.postgres_settings()`` gives them, the strings the role writes)."""
     p = spec.patroni
     return {"ttl": p.ttl, "loop_wait": p.loop_wait, "retry_timeout": p.retry_timeout,
             "maximum_lag_on_failover": p.maximum_lag_on_failover, "synchronous_mode": p.synchronous_mode,
             "failsafe_mode": p.failsafe_mode,
-            "postgresql.parameters.max_connections": spec.postgres.max_connections,
-            "postgresql.parameters.wal_sender_timeout": p.wal_sender_timeout_ms}
+            **{f"postgresql.parameters.{name}": value for name, value in spec.postgres_settings().items()}}
 
 
 def flattened(config: dict, prefix: str = "") -> dict:
