@@ -165,18 +165,42 @@ def _all_members(state: str) -> Callable[[Stack], None]:
     return change
 
 
+def _patch_config(stack: Stack, body: dict) -> None:
+    """``PATCH /config`` (Patroni's dynamic configuration in the DCS) through the leader."""
+    user = role_defaults()["patroni"]["patroni_restapi_username"]
+    resp = requests.patch(f"{stack.target.patroni_url(stack.leader().name)}/config", json=body,
+                          auth=(user, stack.secrets["rest_api"]), timeout=10)
+    if resp.status_code != 200:
+        raise TargetError(f"Patroni refused PATCH /config {body}: {resp.status_code} {resp.text.strip()}")
+
+
 def _set_ttl(offset: int) -> Callable[[Stack], None]:
     def patch(stack: Stack) -> None:
-        user = role_defaults()["patroni"]["patroni_restapi_username"]
-        leader = stack.leader().name
         ttl = stack.spec.patroni.ttl + offset
-        resp = requests.patch(f"{stack.target.patroni_url(leader)}/config", json={"ttl": ttl},
-                              auth=(user, stack.secrets["rest_api"]), timeout=10)
-        if resp.status_code != 200:
-            raise TargetError(f"Patroni refused ttl={ttl}: {resp.status_code} {resp.text.strip()}")
+        _patch_config(stack, {"ttl": ttl})
         wait_until(f"every node's /config to say ttl {ttl}",
                    lambda: {patroni.get(stack.target, n.name, "/config")["ttl"] for n in stack.spec.nodes},
                    lambda seen: seen == {ttl}, timeout=stack.budgets.converge_s)
+    return patch
+
+
+def _dcs_settings(offset: int) -> Callable[[Stack], None]:
+    """Set max_connections (applied at a restart) and wal_sender_timeout (on reload) in the DCS to the
+    spec's plus ``offset`` (x 1000 ms), as a change by hand through Patroni would; wait until every
+    member runs that wal_sender_timeout and reports a pending restart exactly when ``offset``."""
+    def patch(stack: Stack) -> None:
+        spec = stack.spec.postgres_settings()
+        values = {"max_connections": str(int(spec["max_connections"]) + offset),
+                  "wal_sender_timeout": str(int(spec["wal_sender_timeout"]) + 1000 * offset)}
+        _patch_config(stack, {"postgresql": {"parameters": values}})
+
+        def seen() -> dict[str, tuple[str, bool]]:
+            return {n.name: (stack.psql(n.name, "SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout'")[0][0],
+                             bool(patroni.get(stack.target, n.name, "/patroni").get("pending_restart")))
+                    for n in stack.spec.nodes}
+        wanted = (values["wal_sender_timeout"], bool(offset))
+        wait_until(f"every member to run wal_sender_timeout {wanted[0]} ms and report pending_restart {wanted[1]}",
+                   seen, lambda now: set(now.values()) == {wanted}, timeout=stack.budgets.converge_s)
     return patch
 
 
@@ -242,6 +266,12 @@ CATALOGUE: tuple[Defect, ...] = (
            "(AllProbedDown) although the spec says AllProbedUp",
            ("test_lb_probe.py::test_with_every_member_probed_down_new_connections_go_where_the_spec_says",),
            "AllProbedUp", _all_members("disable"), _all_members("enable")),
+    Defect("setting-not-applied", "max_connections and wal_sender_timeout changed in the DCS by hand (PATCH /config): "
+           "every member waits for a restart and runs another wal_sender_timeout than the spec's",
+           ("test_settings.py::test_no_member_waits_for_a_restart",
+            "test_settings.py::test_every_node_runs_the_settings_the_spec_sets",
+            "test_patroni.py::test_the_dynamic_configuration_equals_the_spec_on_every_node"),
+           "max_connections", _dcs_settings(1), _dcs_settings(0)),
     Defect("hba-trust", "a node's pg_hba trusts the whole subnet",
            ("test_hosts.py::test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local",),
            "trust", _trust_in_hba, _untrust_hba),

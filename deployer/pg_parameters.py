@@ -9,8 +9,8 @@ PostgreSQL; each function raises ``KeyError`` naming an unknown parameter.
 - ``context(name)``: ``internal`` (read-only), ``postmaster`` (read at server start), ``sighup``
   (on reload), ``superuser-backend``/``backend`` (at a new session), ``superuser``/``user`` (any time).
 - ``needs_restart(name)``: a changed value takes effect only after a restart (context ``postmaster``).
-- ``normalise(name, value)``: the value as ``pg_settings.setting`` / ``SHOW`` would report it once
-  applied, or ``ValueError`` saying what PostgreSQL expects and what was seen. Booleans: PostgreSQL's
+- ``normalise(name, value)``: the value as ``pg_settings.setting`` would report it once applied
+  (``SHOW`` adds a unit), or ``ValueError`` saying what PostgreSQL expects and what was seen. Booleans: PostgreSQL's
   spellings (``on``, ``off``, ``true``, ``yes``, ``1``, unique prefixes, any case; YAML booleans)
   -> ``on``/``off``. Integers and reals: a number with an optional unit (``128MB``, ``10s``,
   ``1.5GB``; memory ``B kB MB GB TB``, time ``us ms s min h d``, case-sensitive) converted to the

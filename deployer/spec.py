@@ -398,8 +398,8 @@ class StackSpec(Strict):
 
     def postgres_settings(self) -> dict[str, str]:
         """Every PostgreSQL setting the spec sets, by name as PostgreSQL spells it, with the value
-        ``SHOW`` and ``pg_settings.setting`` report once it is applied (``pg_parameters.normalise``:
-        units in the parameter's base unit, booleans ``on``/``off``): ``max_connections``,
+        ``pg_settings.setting`` reports once it is applied (``pg_parameters.normalise``: a number in
+        the parameter's base unit, without it, where ``SHOW`` would say ``10s``; booleans ``on``/``off``): ``max_connections``,
         ``wal_sender_timeout`` (from ``patroni.wal_sender_timeout_ms``) and ``postgres.parameters``.
         The one source of what reaches Patroni's DCS (``deployer.inventory``) and of what the suites
         expect to be running; ``pg_parameters.needs_restart(name)`` says which need a restart."""
