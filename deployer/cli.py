@@ -178,10 +178,12 @@ def _print_status(data: dict) -> None:
     for stage, rec in data["stages"].items():
         stages_t.add_row(stage, "yes" if rec["ok"] else "[red]no", f"{rec['seconds']:.1f}")
     nodes_t = Table(title="cluster (Patroni)")
-    for col in ("node", "address", "role", "state", "lag bytes", "timeline"):
+    for col in ("node", "address", "role", "state", "lag bytes", "timeline", "pending restart"):
         nodes_t.add_column(col)
     for n in data["nodes"]:
-        nodes_t.add_row(n["name"], n["address"], str(n["role"]), n["state"], str(n["lag_bytes"]), str(n["timeline"]))
+        pending = {True: "[red]yes", False: "no"}.get(n.get("pending_restart"), "?")
+        nodes_t.add_row(n["name"], n["address"], str(n["role"]), n["state"], str(n["lag_bytes"]), str(n["timeline"]),
+                        pending)
     lb_t = Table(title=f"load balancer {data['load_balancer']['frontend']}")
     lb_t.add_column("member")
     lb_t.add_column("healthy")

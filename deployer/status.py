@@ -2,8 +2,10 @@
 
 The JSON form is a stable interface for scripts:
 ``{"name", "target", "stages": {stage: {"ok", "seconds"}}, "nodes": [{"name", "address", "role",
-"state", "lag_bytes", "timeline"}], "load_balancer": {"frontend": "ADDRESS:PORT", "members":
-[{"node", "healthy"}]}}``. A node Patroni does not report has role None and state "unreachable".
+"state", "lag_bytes", "timeline", "pending_restart"}], "load_balancer": {"frontend": "ADDRESS:PORT",
+"members": [{"node", "healthy"}]}}``. A node Patroni does not report has role None and state
+"unreachable"; ``pending_restart`` (bool, None when unreachable): Patroni reports a setting that
+PostgreSQL applies only at its next start.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def collect(state: StackState, target: Target) -> dict:
         m = members.get(node.name)
         nodes.append({"name": node.name, "address": str(node.address),
                       "role": m.role if m else None, "state": m.state if m else "unreachable",
-                      "lag_bytes": m.lag_bytes if m else None, "timeline": m.timeline if m else None})
+                      "lag_bytes": m.lag_bytes if m else None, "timeline": m.timeline if m else None,
+                      "pending_restart": m.pending_restart if m else None})
     try:
         pool = [{"node": p.node, "healthy": p.healthy, "address": p.address} for p in target.backend_pool()]
     except Exception as exc:  # noqa: BLE001 - status reports what it can
