@@ -6,7 +6,8 @@ import dataclasses
 
 import requests
 
-from deployer.targets.base import Target
+from deployer.inventory import role_defaults
+from deployer.targets.base import Target, TargetError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +22,8 @@ class Member:
     lag_bytes: int | None
     timeline: int | None
     sync: bool = False
+    #: Patroni reports a setting changed that takes effect only at PostgreSQL's next start.
+    pending_restart: bool = False
 
 
 def cluster(target: Target, timeout: float = 3.0) -> list[Member]:
@@ -42,7 +45,7 @@ def _member(m: dict) -> Member:
     lag = 0 if leader else (m.get("lag") if isinstance(m.get("lag"), int) else None)  # "unknown" -> None
     return Member(name=m["name"], address=m.get("host", ""), role="leader" if leader else "replica",
                   state=m["state"], lag_bytes=lag, timeline=m.get("timeline"),
-                  sync=m["role"] == "sync_standby")
+                  sync=m["role"] == "sync_standby", pending_restart=bool(m.get("pending_restart")))
 
 
 def healthy(members: list[Member], nodes: int) -> bool:
@@ -57,3 +60,13 @@ def get(target: Target, node: str, path: str, timeout: float = 3.0) -> dict:
     resp = requests.get(f"{target.patroni_url(node)}{path}", timeout=timeout)
     resp.raise_for_status()
     return resp.json()
+
+
+def post(target: Target, node: str, path: str, body: dict, password: str, timeout: float = 120) -> str:
+    """An authenticated unsafe call (``POST /switchover``, ``/restart``) to one node's REST API; its
+    answer's text. TargetError naming the node, the call and Patroni's answer unless 200."""
+    user = role_defaults()["patroni"]["patroni_restapi_username"]
+    resp = requests.post(f"{target.patroni_url(node)}{path}", json=body, auth=(user, password), timeout=timeout)
+    if resp.status_code != 200:
+        raise TargetError(f"{node}'s Patroni refused POST {path} {body}: {resp.status_code} {resp.text.strip()}")
+    return resp.text.strip()

@@ -1,12 +1,18 @@
-"""The staged deployer: provision -> configure -> attach -> verify, recorded, resumable.
+"""The staged deployer: provision -> configure -> attach -> verify, recorded, resumable, and on a
+deployed stack a change (day two) rather than a deploy.
 
 Each stage records its outcome, duration, the load balancer's members as read back right after it,
-and a fingerprint of what it was run from (``fingerprint``). ``up`` resumes: a stage already done
-is skipped, saying so, when it is still valid: its recorded fingerprint equals the current one and
-a cheap live check of what it built passes (``LIVE_CHECKS``). Otherwise it runs, and so does every
-stage after it (they build on it). ``--force STAGE`` (or ``all``) runs a stage whatever its record;
-verify has no check cheaper than itself, so it always runs. A stack whose previous run died is torn
-down by the target before it provisions again.
+the spec it ran from, and a fingerprint of what it consumed (``fingerprint``: only the spec fields of
+``CONSUMES`` and, for configure, the roles and the image). ``up`` on a deployed stack first computes
+the plan (``deployer.plan``: the recorded spec against the new one, and the members Patroni reports
+pending a restart), logs it, and refuses a plan that replaces the cluster unless ``replace`` is
+given. It then resumes: a stage already done is skipped, saying so, when it is still valid: its
+recorded fingerprint equals the current one and a cheap live check of what it built passes
+(``LIVE_CHECKS``). Otherwise it runs, and so does every stage after it (they build on it); each
+converges in place: provision keeps the VMs and their data, configure ends with the rolling restart
+of members pending one (``deployer.rolling``). ``--force STAGE`` (or ``all``) runs a stage whatever
+its record; verify has no check cheaper than itself, so it always runs. Only a stack whose previous
+run died before it was ever deployed is torn down by the target before it provisions again.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from deployer import patroni
+from deployer import patroni, rolling
 from deployer.configure import run_playbook
+from deployer.plan import Plan, plan
 from deployer.netprobe import tcp
 from deployer.paths import ANSIBLE_DIR, REPO, SUITES, run_reports
 from deployer.secrets import Secrets
@@ -56,7 +63,8 @@ def _members(target: Target) -> list[dict]:
 
 def run_stage(state: StackState, target: Target, stage: str, work: Callable[[], dict | None],
               fingerprint: str | None = None) -> None:
-    """Run one stage and record it with ``fingerprint``, also when it fails or is interrupted."""
+    """Run one stage and record it with ``fingerprint`` and the spec it ran from, also when it fails
+    or is interrupted."""
     log.info("Stage %s: starting.", stage)
     start = time.monotonic()
     try:
@@ -69,7 +77,7 @@ def run_stage(state: StackState, target: Target, stage: str, work: Callable[[], 
         raise
     members = _members(target)
     state.record(stage, ok=True, seconds=time.monotonic() - start, lb_members=members, facts=facts,
-                 fingerprint=fingerprint)
+                 fingerprint=fingerprint, spec=target.spec.model_dump(mode="json"))
     log.info("Stage %s: done in %.1f s; the load balancer reports %d member(s).", stage, time.monotonic() - start,
              len([m for m in members if "node" in m]))
 
@@ -86,10 +94,21 @@ def _tree(root: Path) -> Iterable[Path]:
         part.startswith(".") or part == "__pycache__" for part in p.relative_to(root.parent).parts))
 
 
+#: The spec's top-level fields each stage consumes; its fingerprint covers these only, so a field no
+#: stage consumes (the drills' workload, the profile's name) re-runs nothing.
+CONSUMES: dict[str, frozenset[str]] = {
+    "provision": frozenset({"name", "admin_user", "network", "nodes", "ports", "security_rules", "load_balancer",
+                            "local", "azure"}),
+    "configure": frozenset({"name", "network", "nodes", "ports", "patroni", "postgres", "haproxy"}),
+    "attach": frozenset({"nodes", "ports", "load_balancer"}),
+}
+
+
 def fingerprint(stage: str, spec: StackSpec, state: StackState) -> str:
-    """SHA-256 of what ``stage`` is run from: the typed spec for every stage and, for configure, the
-    files of ``CONFIGURE_SOURCES`` and the VM image the target recorded (``state.data["image"]``)."""
-    digest = hashlib.sha256(spec.model_dump_json().encode())
+    """SHA-256 of what ``stage`` is run from: the spec fields it consumes (``CONSUMES``; verify:
+    all) and, for configure, the files of ``CONFIGURE_SOURCES`` and the VM image the target recorded
+    (``state.data["image"]``)."""
+    digest = hashlib.sha256(spec.model_dump_json(include=CONSUMES.get(stage)).encode())
     if stage == "configure":
         for path in (p for root in CONFIGURE_SOURCES for p in _tree(root)):
             digest.update(f"\0{path.relative_to(REPO)}\0".encode() + path.read_bytes())
@@ -114,7 +133,13 @@ def _patroni_answers(target: Target) -> str | None:
         seen = (info.get("patroni", {}).get("scope"), info.get("state"))
         if seen != (scope, "running"):
             return f"{node.name}'s Patroni reports (scope, state) {seen}, expected ({scope!r}, 'running')"
-    return None
+    pending = _pending(target)
+    return f"Patroni reports {', '.join(pending)} pending a restart" if pending else None
+
+
+def _pending(target: Target) -> list[str]:
+    """The members Patroni reports waiting for a restart."""
+    return [m.name for m in patroni.cluster(target) if m.pending_restart]
 
 
 def _pool_healthy(target: Target) -> str | None:
@@ -127,7 +152,8 @@ def _pool_healthy(target: Target) -> str | None:
 #: passes, else what it saw). A stage without one (verify) always runs.
 LIVE_CHECKS: dict[str, tuple[str, Callable[[Target], str | None]]] = {
     "provision": ("every VM runs and its sshd answers", _vms_answer),
-    "configure": ("every node's Patroni answers and reports the spec's scope", _patroni_answers),
+    "configure": ("every node's Patroni answers, reports the spec's scope, and none is pending a restart",
+                  _patroni_answers),
     "attach": ("the load balancer reports every node as a healthy member", _pool_healthy),
 }
 
@@ -161,18 +187,83 @@ def still_valid(state: StackState, target: Target, stage: str) -> tuple[bool, st
                   f"Pass --force {stage} to re-run it.")
 
 
+def deployed_spec(state: StackState) -> StackSpec | None:
+    """The spec the platform was last converged to: that of the newest successful stage that
+    recorded one (None: never deployed, or by a deployer that kept no spec)."""
+    done = [r for r in state.stages.values() if r.ok and r.spec is not None]
+    if not done:
+        return None
+    try:
+        return StackSpec.model_validate(max(done, key=lambda r: r.finished_at).spec)
+    except ValueError:  # recorded by another version of the spec model: compare the platform only
+        return None
+
+
+def _what_is_lost(target: Target) -> str:
+    """The data a replace deletes, as Patroni reports it (its scope, system identifier and timeline)."""
+    try:
+        view = patroni.get(target, next(m.name for m in patroni.cluster(target) if m.role == "leader"), "/patroni")
+        return (f"the PostgreSQL cluster {view['patroni']['scope']!r} (system identifier "
+                f"{view['database_system_identifier']}, timeline {view['timeline']}) and every row in it")
+    except Exception:  # noqa: BLE001 - a cluster that does not answer still holds its data on disk
+        return "the PostgreSQL cluster on the VMs' disks and every row in it (Patroni did not answer)"
+
+
+def current_plan(state: StackState, target: Target) -> Plan | None:
+    """The plan from what is deployed to ``target.spec`` (None: nothing deployed under this name, so
+    ``up`` is a deploy). Members pending a restart are read from Patroni where it answers."""
+    if not state.done("provision"):
+        return None
+    try:
+        pending = _pending(target)
+    except ConnectionError:
+        pending = []
+    return plan(deployed_spec(state), target.spec, pending)
+
+
+def what_if(state: StackState, target: Target) -> list[str]:
+    """What ``up`` would do, creating nothing: the plan with each change's impact, then the target's
+    own preview of provision where it has one (Azure: ARM's what-if)."""
+    found = current_plan(state, target)
+    lines = (found.lines() + ([] if found.recorded else ["  (the deployed spec is not on record: only Patroni's "
+                                                         "pending restarts were compared)"])
+             if found else [f"Plan: stack {state.name} is not deployed: every stage runs and creates it."])
+    if found and (refusal := found.refusal(_what_is_lost(target))):
+        lines.append("Refused without --replace: " + refusal)
+    try:
+        lines += target.what_if()
+    except TargetError as exc:
+        if "no what-if preview" not in str(exc):
+            raise
+    return lines
+
+
 def up(state: StackState, target: Target, *, from_stage: str | None = None, until: str = "verify",
-       force: Iterable[str] = (), progress: Callable[[str], None] = log.info) -> None:
-    """Bring the stack to ``until``. A stage done and still valid (``still_valid``) is skipped; a
-    stage in ``force`` (``"all"``: every one) runs whatever its record, and once one stage runs every
-    later one does too. ``from_stage`` runs that stage and the later ones, trusting the record of
-    those before it (they must have succeeded)."""
+       force: Iterable[str] = (), replace: bool = False, progress: Callable[[str], None] = log.info) -> None:
+    """Bring the stack to ``until``. On a deployed stack the plan is logged first and a plan that
+    replaces the cluster is refused (TargetError naming each such change and what would be lost)
+    unless ``replace``, which tears the stack down and deploys it anew. A stage done and still valid
+    (``still_valid``) is skipped; a stage in ``force`` (``"all"``: every one) runs whatever its
+    record, and once one stage runs every later one does too. ``from_stage`` runs that stage and the
+    later ones, trusting the record of those before it (they must have succeeded)."""
     last = STAGES.index(until)
     forced = set(STAGES[:last + 1]) if "all" in force else set(force)
     beyond = sorted(forced - set(STAGES[:last + 1]), key=STAGES.index)
     if beyond:
         raise TargetError(f"--force {' '.join(beyond)}: after --until {until}, so nothing would run it")
     target.preflight()
+    found = current_plan(state, target)
+    if found:
+        for line in found.lines():
+            log.info("%s", line)
+        refusal = found.refusal(_what_is_lost(target))
+        if refusal and not replace:
+            raise TargetError(refusal)
+        if refusal:
+            log.info("Replacing stack %s, as --replace asks: tearing it down, then deploying it anew.", state.name)
+            target.teardown()
+            state.stages.clear()
+            from_stage = None
     state.save()
     secrets = Secrets(state.dir)
     first = STAGES.index(from_stage) if from_stage else 0
@@ -201,9 +292,13 @@ def up(state: StackState, target: Target, *, from_stage: str | None = None, unti
 
 
 def _configure(target: Target, secrets: Secrets, progress: Callable[[str], None]) -> dict:
+    """Ansible, then the rolling restart of every member Patroni reports pending one."""
     result = run_playbook(target, secrets, progress)
     log.info("Ansible converged: %d task(s) changed (%s).", result["changed"],
              ", ".join(f"{h}: {n}" for h, n in sorted(result["changed_by_host"].items())) or "none")
+    result["restarts"] = rolling.restart_pending(target, secrets, progress)
+    if not result["restarts"]:
+        log.info("Rolling restart: no member is pending a restart.")
     return result
 
 

@@ -31,6 +31,9 @@ class StageRecord(BaseModel):
     #: Hash of what the stage was run from (``deployer.stages.fingerprint``); None when recorded by a
     #: deployer that kept none, which never counts as still valid.
     fingerprint: str | None = None
+    #: The spec the stage ran from (``StackSpec.model_dump(mode="json")``): what the platform was
+    #: converged to, which day two's plan compares the next spec with (``deployer.plan``).
+    spec: dict | None = None
 
 
 class StackState(BaseModel):
@@ -66,10 +69,10 @@ class StackState(BaseModel):
 
     def record(self, stage: str, ok: bool, seconds: float, error: str | None = None,
                lb_members: list[dict] | None = None, facts: dict | None = None,
-               fingerprint: str | None = None) -> None:
+               fingerprint: str | None = None, spec: dict | None = None) -> None:
         self.stages[stage] = StageRecord(ok=ok, seconds=round(seconds, 2), finished_at=time.time(),
                                          error=error, lb_members=lb_members or [], facts=facts or {},
-                                         fingerprint=fingerprint)
+                                         fingerprint=fingerprint, spec=spec)
         self.save()
 
     def done(self, stage: str) -> bool:

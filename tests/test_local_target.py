@@ -79,3 +79,33 @@ def test_layout_keeps_private_addresses_in_namespaces():
     assert len({layout.mgmt.outer, layout.mgmt.inner, layout.lb_link.outer, layout.lb_link.inner,
                 layout.client_link.outer, layout.client_link.inner}) == 6
     assert layout.namespaces == ["pgha-vnet", "pgha-lb", "pgha-client", "pgha-pg1", "pgha-pg2", "pgha-pg3"]
+
+
+class _Stop(Exception):
+    """Raised where provision would start building: the decision before it is what is tested."""
+
+
+@pytest.mark.parametrize("provisioned, torn_down", [(True, False), (False, True)])
+def test_provision_tears_down_leftovers_only_of_a_stack_never_deployed(monkeypatch, tmp_path, provisioned, torn_down):
+    """A recorded live stack (its provision succeeded) holds data: provision converges it in place and
+    never tears it down; leftovers of a run that died before any deploy are cleaned first."""
+    monkeypatch.setattr(StackState, "dir", property(lambda self: tmp_path / self.name))
+    state = StackState(name="pgha", target="local", spec_path="stack.yaml")
+    if provisioned:
+        state.record("provision", ok=True, seconds=1)
+    target, calls = local.LocalTarget(SPEC, state), []
+    monkeypatch.setattr(local.HostView, "read", classmethod(lambda cls: None))
+    monkeypatch.setattr(target, "_of", lambda stack, host: ["network namespace pgha-vnet"])
+    monkeypatch.setattr(target, "teardown", lambda: calls.append("teardown"))
+    monkeypatch.setattr(target, "_image", lambda recorded: (_ for _ in ()).throw(_Stop(recorded)))
+    with pytest.raises(_Stop) as stop:
+        target.provision()
+    assert (calls == ["teardown"]) is torn_down and stop.value.args == (provisioned,)
+
+
+def test_lb_reload_config_keeps_the_members_it_reports(tmp_path):
+    config = lb.render_config(SPEC.model_copy(update={"load_balancer": SPEC.load_balancer.model_copy(
+        update={"no_healthy_backends": "AllProbedUp"})}), "203.0.113.10", tmp_path, {"pg1": "10.0.1.4"})
+    checked = f"check port {SPEC.ports.haproxy_health} inter {SPEC.load_balancer.probe_interval_s}s"
+    assert f"server pg1 10.0.1.4 {checked}" in config
+    assert config.count("server pg1 10.0.1.4") == 2, "in the probed pool and the unchecked one"

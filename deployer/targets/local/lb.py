@@ -32,15 +32,25 @@ def _backends(spec: StackSpec) -> tuple[str, ...]:
     return (BACKEND, ALL_BACKEND) if spec.load_balancer.no_healthy_backends == "AllProbedUp" else (BACKEND,)
 
 
-def render_config(spec: StackSpec, frontend: str, rundir: Path) -> str:
-    """haproxy.cfg for the load balancer (empty backend pool)."""
+def _checked(spec: StackSpec) -> str:
+    """A pool member's probe: the node's HAProxy health port, the spec's interval and threshold."""
+    lb = spec.load_balancer
+    return f"check port {spec.ports.haproxy_health} inter {lb.probe_interval_s}s fall {lb.probe_threshold} rise 1"
+
+
+def render_config(spec: StackSpec, frontend: str, rundir: Path, members: dict[str, str] | None = None) -> str:
+    """haproxy.cfg for the load balancer: an empty backend pool, or ``members`` (name -> address)
+    as the pool a reload must keep (a reload forgets the servers added at run time)."""
+    members = members or {}
+    pool = "".join(f"\n    server {name} {address} {_checked(spec)}" for name, address in members.items())
+    pool_all = "".join(f"\n    server {name} {address}" for name, address in members.items())
     binds = "\n".join(f"    bind {frontend}:{port}" for port in (spec.ports.haproxy_primary, spec.ports.haproxy_replicas))
     all_probed_up = f"""
     use_backend {ALL_BACKEND} if {{ nbsrv({BACKEND}) eq 0 }}""" if ALL_BACKEND in _backends(spec) else ""
     all_backend = f"""
 backend {ALL_BACKEND}
     balance roundrobin
-    # The same members, unchecked: used only while every member of {BACKEND} is probed down.
+    # The same members, unchecked: used only while every member of {BACKEND} is probed down.{pool_all}
 """ if all_probed_up else ""
     return f"""global
     stats socket {rundir}/admin.sock mode 600 level admin
@@ -61,15 +71,24 @@ frontend public
 backend {BACKEND}
     balance roundrobin
     option httpchk GET /health
-    # Members are added at stage 3 through the admin socket.
+    # Members are added at stage 3 through the admin socket.{pool}
 {all_backend}"""
 
 
-def command(image: Path, config: Path) -> list[str]:
-    """argv running the image's haproxy as a daemon through the image's loader."""
+def command(image: Path, config: Path, replacing: list[str] = ()) -> list[str]:
+    """argv running the image's haproxy as a daemon through the image's loader; with ``replacing``
+    (the running pids) a seamless reload: the new process binds, then the old ones stop listening
+    and finish their established connections (``-sf``)."""
     libs = ":".join(str(image / d) for d in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"))
     return [str(image / "lib64/ld-linux-x86-64.so.2"), "--library-path", libs,
-            str(image / "usr/sbin/haproxy"), "-D", "-f", str(config)]
+            str(image / "usr/sbin/haproxy"), "-D", "-f", str(config), *(["-sf", *replacing] if replacing else [])]
+
+
+def running_pids(rundir: Path) -> list[str]:
+    """The pids the pidfile names that are alive (none: the load balancer is not running)."""
+    pidfile = rundir / "haproxy.pid"
+    pids = pidfile.read_text().split() if pidfile.exists() else []
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
 
 
 def admin(rundir: Path, cmd: str, timeout: float = 5.0) -> str:
@@ -89,9 +108,7 @@ def admin(rundir: Path, cmd: str, timeout: float = 5.0) -> str:
 
 def add_member(spec: StackSpec, rundir: Path, name: str, address: str) -> None:
     """Add a node to the pool with the probe settings on the line (dynamic servers ignore default-server)."""
-    lb = spec.load_balancer
-    answer = admin(rundir, f"add server {BACKEND}/{name} {address} check port {spec.ports.haproxy_health} "
-                           f"inter {lb.probe_interval_s}s fall {lb.probe_threshold} rise 1")
+    answer = admin(rundir, f"add server {BACKEND}/{name} {address} {_checked(spec)}")
     if "New server registered" not in answer and "Already exists" not in answer:
         raise TargetError(f"the load balancer refused to add {name} ({address}): {answer.strip()}")
     # A new server leaves maintenance UP; mark it down at once so it serves only once a probe passed.

@@ -102,12 +102,7 @@ def create(layout: Layout) -> None:
     _in(layout.vnet, "link", "add", BRIDGE, "type", "bridge")
     _up_link(layout.vnet, BRIDGE, f"{layout.gateway}/{prefix}")
     for node in spec.nodes:
-        ns = layout.node_ns(node)
-        _veth(layout.vnet, node.name, "eth0", ns)
-        _in(layout.vnet, "link", "set", node.name, "master", BRIDGE)
-        _up_link(layout.vnet, node.name)
-        _up_link(ns, "eth0", f"{node.address}/{prefix}")
-        _in(ns, "route", "add", "default", "via", str(layout.gateway))
+        _plug(layout, node, create_ns=False)
     for link, ns in ((layout.lb_link, layout.lb), (layout.client_link, layout.client)):
         _veth(layout.vnet, link.name, "eth0", ns)
         _up_link(layout.vnet, link.name, f"{link.inner}/30")
@@ -121,6 +116,38 @@ def create(layout: Layout) -> None:
     _up_link(None, layout.mgmt_if, f"{layout.mgmt.outer}/30")
     for dst in (str(spec.network.subnet_cidr), f"{layout.frontend}/32"):
         _in(None, "route", "add", dst, "via", str(layout.mgmt.inner), "dev", layout.mgmt_if)
+
+
+def _plug(layout: Layout, node: Node, create_ns: bool) -> None:
+    """The node's namespace (if ``create_ns``), its veth into the bridge, its address and route."""
+    ns = layout.node_ns(node)
+    if create_ns:
+        run(["ip", "netns", "add", ns])
+        _in(ns, "link", "set", "lo", "up")
+    _veth(layout.vnet, node.name, "eth0", ns)
+    _in(layout.vnet, "link", "set", node.name, "master", BRIDGE)
+    _up_link(layout.vnet, node.name)
+    _up_link(ns, "eth0", f"{node.address}/{layout.spec.network.subnet_cidr.prefixlen}")
+    _in(ns, "route", "add", "default", "via", str(layout.gateway))
+
+
+def converge(layout: Layout, existing: Iterable[str]) -> list[str]:
+    """Bring a stack's network to ``layout`` in place: everything when its subnet namespace is
+    absent (``create``), else only the namespaces and links of nodes that have none. Returns the
+    nodes plugged in; never touches a namespace that exists (so a running VM keeps its link)."""
+    existing = set(existing)
+    if layout.vnet not in existing:
+        create(layout)
+        return [n.name for n in layout.spec.nodes]
+    added = [n for n in layout.spec.nodes if layout.node_ns(n) not in existing]
+    for node in added:
+        _plug(layout, node, create_ns=True)
+    return [n.name for n in added]
+
+
+def unplug(layout: Layout, node: str) -> None:
+    """Delete a node's namespace (its veth goes with it); a no-op when it is gone."""
+    run(["ip", "netns", "delete", layout.node_ns(node)], check=False)
 
 
 def set_node_link(layout: Layout, node: str, up: bool) -> None:

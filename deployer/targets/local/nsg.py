@@ -111,6 +111,11 @@ def render_fault_tables() -> str:
     return "\n".join(out) + "\n"
 
 
+def flush_fault_tables() -> str:
+    """Empty the ``isolated`` sets of existing fault tables: every isolation ends."""
+    return "".join(f"flush set {family} {FAULT_TABLE} isolated\n" for family in ("inet", "bridge"))
+
+
 def _match_value(right) -> list[str]:
     """An nft JSON match operand as a list of strings (addresses/prefixes/ports)."""
     if isinstance(right, dict) and "set" in right:

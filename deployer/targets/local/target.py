@@ -80,40 +80,86 @@ class LocalTarget(Target):
                 and all(vm.running() for vm in self._vms()) and (self.lb_dir / "haproxy.pid").exists())
 
     def provision(self) -> None:
-        if self._of(self.state.name, HostView.read()):
-            log.info("A previous stack named %s left resources behind; tearing them down first.", self.state.name)
+        """Stage 1, converging in place. A stack on record (its provision once succeeded) keeps its
+        VMs, their disks and its image: the network gains what it lacks, the NSG is replaced in one
+        transaction, the load balancer reloads only if its configuration changed (keeping its
+        members), VMs not running are started on their own disks, VMs of nodes the spec no longer
+        has are removed. Only leftovers of a stack that was never deployed are torn down first."""
+        recorded = self.state.done("provision")
+        if not recorded and self._of(self.state.name, HostView.read()):
+            log.info("A previous stack named %s left resources behind and was never deployed; tearing them down "
+                     "first.", self.state.name)
             self.teardown()
-        debs, pips = image_packages(self.spec)
-        image = ensure_image(debs, pips, admin_user=self.spec.admin_user, cache_root=IMAGE_CACHE,
-                             progress=lambda msg: log.info("%s", msg))
-        self.state.data.update(image=str(image), isolated=[], stopped=[])
-        self.state.save()
-        for old in prune_images(image, IMAGE_CACHE):
-            log.info("Removed the unused cached image %s.", old.name)
-        log.info("Creating namespaces %s, the bridge and the management route.", ", ".join(self.layout.namespaces))
-        network.create(self.layout)
-        log.info("Loading the NSG (%d rules, default deny) into nftables in %s.", len(self.spec.security_rules), self.layout.vnet)
-        self.load_nft(nsg.render(self.layout) + nsg.render_fault_tables())
-        self._start_lb(image)
-        secrets = Secrets(self.state.dir)
-        known = []
+        image = self._image(recorded)
+        existing = network.existing_namespaces(self.state.name, self._stacks())
+        plugged = network.converge(self.layout, existing)
+        if plugged:
+            log.info("Network: namespaces and links created for %s.", ", ".join(plugged))
+        log.info("Loading the NSG (%d rules, default deny) into nftables in %s, in one transaction.",
+                 len(self.spec.security_rules), self.layout.vnet)
+        self.load_nft(nsg.render(self.layout) + (nsg.flush_fault_tables() if self.layout.vnet in existing
+                                                 else nsg.render_fault_tables()))
+        self._converge_lb(image)
+        for gone in sorted({vm.node for vm in self._all_vm_dirs()} - {n.name for n in self.spec.nodes}):
+            self._remove_vm(gone)
+        secrets, known = Secrets(self.state.dir), []
         for vm in self._vms():
             vm.mount()
             key = vm.personalise(self.spec.admin_user, secrets.ssh_public_key)
             known.append(f"{self.spec.node(vm.node).address} {key}")
-            vm.start()
+            network.set_node_link(self.layout, vm.node, up=True)  # a crashed VM's link went dark
+            if not vm.launcher_pid():
+                log.info("Starting VM %s on its own disk.", vm.node)
+                vm.start()
         (self.state.dir / "known_hosts").write_text("\n".join(known) + "\n")
-        log.info("Booting %d VMs; waiting for their SSH daemons.", len(known))
+        self.state.data.update(isolated=[], stopped=[])
+        self.state.save()
+        log.info("Waiting for the SSH daemons of %d VMs.", len(known))
         for node in self.spec.nodes:
             self.wait_for_ssh(node.name)
 
-    def _start_lb(self, image: Path) -> None:
+    def _image(self, recorded: bool) -> Path:
+        """The image the VMs run on: a recorded stack's own (its VMs' lower layer), else the spec's
+        (baked if missing), recorded in the state."""
+        kept = Path(self.state.data.get("image", "/nonexistent"))
+        if recorded and kept.is_dir():
+            return kept
+        debs, pips = image_packages(self.spec)
+        image = ensure_image(debs, pips, admin_user=self.spec.admin_user, cache_root=IMAGE_CACHE,
+                             progress=lambda msg: log.info("%s", msg))
+        self.state.data.update(image=str(image))
+        self.state.save()
+        for old in prune_images(image, IMAGE_CACHE):
+            log.info("Removed the unused cached image %s.", old.name)
+        return image
+
+    def _converge_lb(self, image: Path) -> None:
+        """Start the load balancer with an empty pool, or reload it (seamlessly, keeping the members it
+        reports) when its rendered configuration changed; nothing when it runs as rendered."""
         self.lb_dir.mkdir(parents=True, exist_ok=True)
+        running = lb.running_pids(self.lb_dir)
+        members = {m.node: m.address for m in self.backend_pool()} if running else {}
         config = self.lb_dir / "haproxy.cfg"
-        config.write_text(lb.render_config(self.spec, str(self.layout.frontend), self.lb_dir))
-        log.info("Starting the load balancer (HAProxy, TCP mode) on %s with an empty backend pool.", self.layout.frontend)
-        run(lb.command(image, config), netns=self.layout.lb)
+        text = lb.render_config(self.spec, str(self.layout.frontend), self.lb_dir, members)
+        if running and config.exists() and config.read_text() == text:
+            return
+        config.write_text(text)
+        if running:
+            log.info("Reloading the load balancer with its new settings, keeping its members %s.", ", ".join(members))
+        else:
+            log.info("Starting the load balancer (HAProxy, TCP mode) on %s with an empty backend pool.", self.layout.frontend)
+        run(lb.command(image, config, running), netns=self.layout.lb)
         wait_until("the load balancer's admin socket to answer", lambda: lb.admin(self.lb_dir, "show info"), timeout=10)
+
+    def _remove_vm(self, node: str) -> None:
+        """A VM whose node left the spec: stopped, unmounted, its namespace and disk deleted."""
+        log.info("Removing VM %s (no longer in the spec): stopping it and deleting its disk.", node)
+        vm = self.vm(node)
+        vm.stop()
+        vm.unmount()
+        vm.remove_cgroups()
+        network.unplug(self.layout, node)
+        shutil.rmtree(vm.dir, ignore_errors=True)
 
     def hosts(self) -> list[HostAccess]:
         return [HostAccess(node=n.name, address=str(n.address), ssh_host=str(n.address), ssh_port=self.spec.ports.ssh,
