@@ -17,7 +17,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from deployer import journal
 from deployer.paths import LOCUSTFILE
+from deployer.state import StackState
 from deployer.wait import wait_until
 from load.history import SEQUENTIAL_CLIENTS, Op, read_history
 
@@ -69,27 +71,42 @@ def locust_users(writers: int) -> int:
     return writers + len(SEQUENTIAL_CLIENTS)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM to every process's group at once, then SIGKILL to any still running after ``grace_s``."""
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in running:
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+#: Seconds Locust gets to stop and write its reports after SIGTERM: normally, and when the run was
+#: interrupted (Ctrl-C must end a drill within seconds; the reports are then best effort).
+STOP_GRACE_S, INTERRUPTED_GRACE_S = 15, 3
 
 
 @contextlib.contextmanager
 def running(vantage: list[str], write_dsn: str, read_dsn: str, run_dir: Path, *, users: int = 4,
-            writes_per_s: float = 20, duration_s: float = 180, workers: int = 0) -> Iterator[Workload]:
+            writes_per_s: float = 20, duration_s: float = 180, workers: int = 0,
+            state: StackState | None = None) -> Iterator[Workload]:
     """Start the workload under the command prefix ``vantage``: ``users`` Locust writers sharing
     ``writes_per_s`` through ``write_dsn`` and reading through ``read_dsn``, plus the sequential
     clients (``SEQUENTIAL_CLIENTS``, on top: ``locust_users``; not paced by ``writes_per_s``). DSNs
     hold passwords: they travel in the environment only. With ``workers``, Locust runs distributed:
     one master (no users of its own) and that many worker processes, each writing its own history
     file, so load can come from more than one machine. History in ``run_dir/history``, Locust's own
-    reports as ``run_dir/locust_*.csv`` and ``run_dir/locust.html``. On exit every process is
-    stopped (SIGTERM, then SIGKILL) and waited for."""
+    reports as ``run_dir/locust_*.csv`` and ``run_dir/locust.html``. Every process runs in a session
+    of its own (a terminal's Ctrl-C reaches only this one) and, given the stack's ``state``, is
+    recorded in the fault journal while it runs (``deployer.journal``: a run that dies leaves them
+    for ``heal_leftovers`` to end). On exit every process is stopped at once (SIGTERM, SIGKILL after
+    ``STOP_GRACE_S``, or ``INTERRUPTED_GRACE_S`` when a KeyboardInterrupt ends the body) and waited for."""
     history_dir = run_dir / "history"
     history_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PGHA_WRITE_DSN": write_dsn, "PGHA_READ_DSN": read_dsn, "PGHA_HISTORY_DIR": str(history_dir),
@@ -105,16 +122,26 @@ def running(vantage: list[str], write_dsn: str, read_dsn: str, run_dir: Path, *,
              ", ".join(SEQUENTIAL_CLIENTS), writes_per_s,
              f"{workers} workers under one master" if workers else "one process", duration_s)
     started = time.monotonic()
-    procs = []
+    procs, entries, grace = [], [], STOP_GRACE_S
+
+    def start(what: str, argv: list[str], out) -> None:
+        procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        if state is not None:
+            entries.append(journal.record_process(state, f"{what} of a drill's workload", procs[-1].pid))
+
     try:
         with open(log_file, "w") as out:
-            procs.append(subprocess.Popen(master, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            start("the Locust master" if workers else "Locust", master, out)
             for i in range(workers):
                 with open(run_dir / f"locust-worker-{i + 1}.log", "w") as wout:
-                    procs.append(subprocess.Popen([*locust, "--worker", "--master-host", "127.0.0.1"], env=env,
-                                                  stdout=wout, stderr=subprocess.STDOUT, start_new_session=True))
+                    start(f"Locust worker {i + 1}", [*locust, "--worker", "--master-host", "127.0.0.1"], wout)
         yield Workload(procs[0], history_dir, log_file)
+    except KeyboardInterrupt:
+        grace = INTERRUPTED_GRACE_S
+        raise
     finally:
-        for proc in procs:
-            _stop(proc)
+        with journal.shielded():
+            _stop(procs, grace)
+            for entry in entries:
+                journal.remove(state, entry)
         log.info("Workload stopped after %.0f s (exit %s).", time.monotonic() - started, procs[0].returncode if procs else None)

@@ -5,6 +5,7 @@ the HTML page in ``reports/<run id>/``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -15,10 +16,13 @@ import pytest_html
 from filelock import FileLock
 
 from deployer.drills import report
+from deployer.leftover_faults import heal_leftovers
 from deployer.paths import RUN_ENV, in_suites, run_reports
 from deployer.spec import DEFAULT_SPEC, load_spec
 from deployer.stack import Stack
 from deployer.state import STATE_ROOT, StackState
+
+log = logging.getLogger("suites")
 
 #: The file in a stack's state dir naming the run that deployed it (that run tears it down).
 DEPLOYED_BY = "deployed-by-run"
@@ -44,21 +48,34 @@ def _up(name: str) -> bool:
     return state is not None and state.done("attach")
 
 
+def _attached(config, name: str) -> Stack:
+    """``Stack.attach(name)``, after healing what runs that died left on it (``heal_leftovers``),
+    each sentence on the terminal (also under output capture) and in the log."""
+    attached = Stack.attach(name)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for sentence in heal_leftovers(attached.state, attached.target, stack=attached):
+        log.warning("%s", sentence)
+        if reporter is not None:
+            reporter.write_line(f"{name}: {sentence}", yellow=True)
+    return attached
+
+
 @pytest.fixture(scope="session")
 def stack(request) -> Stack:
     """The stack under test: attached when it is up, else deployed (all four stages) by the first
     worker to get here while the others wait on the lock; the controller tears it down at the end
-    (``pytest_sessionfinish``) unless ``--keep-stack``."""
+    (``pytest_sessionfinish``) unless ``--keep-stack``. On attach, faults and helper processes a
+    run that died left on it are healed and said so (``_attached``)."""
     opts, name = request.config.option, stack_name(request.config)
     if _up(name):  # no lock for a stack that is up: the deploy's own smoke check runs under its lock
-        return Stack.attach(name)
+        return _attached(request.config, name)
     STATE_ROOT.mkdir(parents=True, exist_ok=True, mode=0o700)
     with FileLock(STATE_ROOT / f"{name}.lock"):
         if not _up(name):
             _deployer("up", "--target", opts.target, "--spec", str(Path(opts.spec or DEFAULT_SPEC).resolve()),
                       "--name", name)
             (StackState.path_for(name).parent / DEPLOYED_BY).write_text(os.environ[RUN_ENV])
-    return Stack.attach(name)
+    return _attached(request.config, name)
 
 
 @pytest.fixture(autouse=True)

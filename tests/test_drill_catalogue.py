@@ -7,11 +7,13 @@ import contextlib
 
 import pytest
 
+import deployer.state
 from deployer.budgets import Budgets
 from deployer.drills import holds, nemesis
 from deployer.drills.catalogue import CATALOGUE
 from deployer.drills.observer import Observations
 from deployer.spec import load_spec
+from deployer.state import StackState
 from deployer.targets.base import CAPABILITIES
 
 SPEC = load_spec()
@@ -54,11 +56,18 @@ class FakeTarget:
             raise nemesis.TargetError(f"{node} did not start")
 
 
+@pytest.fixture(autouse=True)
+def _state_root(tmp_path, monkeypatch):
+    """Faults write the fault journal into the stack's state: a state dir of the test's own."""
+    monkeypatch.setattr(deployer.state, "STATE_ROOT", tmp_path)
+
+
 class FakeStack:
     spec = SPEC
 
     def __init__(self, target=None):
         self.target, self.commands = target or FakeTarget(), []
+        self.state = StackState(name="fake", target="local", spec_path="stack.yaml")
 
     def ssh(self, node, command, **_):
         self.commands.append((node, " ".join(command)))

@@ -85,12 +85,16 @@ def test_the_vnet_vantage_avoids_faulted_nodes_and_the_state_remembers_them(stat
     target = Recorder(SPEC, state)
     target._mark("isolated", "pg1", True)
     target._mark("stopped", "pg2", True)
-    assert StackState.load("pgha").data == {"isolated": ["pg1"], "stopped": ["pg2"]}, "a second process sees faults"
+    seen = StackState.load("pgha").data
+    assert (seen["isolated"], seen["stopped"]) == (["pg1"], ["pg2"]), "a second process sees faults"
+    assert [(e["key"], e["heal"]) for e in seen["journal"]] == [("isolated:pg1", [["target.heal", "pg1"]]),
+                                                                ("stopped:pg2", [["target.start_vm", "pg2"]])]
     assert target.vnet_node(avoid="pg2") == "pg3"
     with pytest.raises(TargetError, match="every other node is isolated or stopped"):
         target.vnet_node(avoid="pg3")
     target._mark("isolated", "pg1", False)
     assert target.faulted("isolated") == [] and target.vnet_node(avoid="pg3") == "pg1"
+    assert [e["key"] for e in StackState.load("pgha").data["journal"]] == ["stopped:pg2"], "healed: out of the journal"
 
 
 def test_a_target_without_a_fault_says_so(state):

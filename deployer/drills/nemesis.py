@@ -1,5 +1,8 @@
 """Faults with a guaranteed heal (Jepsen's nemesis): each is a context manager ``fault(stack, node)``
-whose heal runs in ``finally``, also on failure and Ctrl-C.
+whose heal runs in ``finally``, also on failure, Ctrl-C, SIGTERM and SIGHUP. Each fault is written
+to the fault journal (``deployer.journal``) before it is applied, with its heal as data (the calls
+the heal runs), and removed after its heal: a run that dies leaves it for the next ``deployer up``,
+``deployer heal`` or suite session to heal (``deployer.leftover_faults``).
 
 Process faults go through SSH and are the same on every target; infrastructure faults call the
 target's primitives (``crash_vm``/``start_vm``, ``isolate``/``heal``), which only targets with the
@@ -15,6 +18,7 @@ from typing import ContextManager
 
 import requests
 
+from deployer import journal
 from deployer.inventory import role_defaults
 from deployer.stack import Stack
 from deployer.targets import TargetError
@@ -25,22 +29,35 @@ Fault = Callable[[Stack, str], ContextManager[None]]
 
 
 @contextlib.contextmanager
-def _injected(what: str, inject: Callable[[], object], heal: Callable[[], object]) -> Iterator[None]:
+def _injected(stack: Stack, what: str, inject: Callable[[], object], heal: list[journal.Call], healed: str,
+              node: str | None = None, key: str | None = None) -> Iterator[None]:
+    """Journal the fault (with ``heal``, the calls that end it), inject it, run the body, heal: the
+    journal entry is written before ``inject`` and removed after ``heal`` succeeded, so a run that
+    dies meanwhile leaves it for ``heal_leftovers``. SIGINT/SIGTERM/SIGHUP stop the body
+    (``journal.interruptible``) and are held off while healing (``journal.shielded``)."""
+    entry = journal.record(stack.state, what, heal=heal, healed=healed, node=node, key=key)
     log.info("Fault: %s.", what)
     try:
-        inject()
-        yield
+        with journal.interruptible():
+            inject()
+            yield
     finally:
-        log.info("Heal: %s ends.", what)
-        heal()
+        log.info("Heal: %s ends (%s).", what, healed)
+        with journal.shielded():
+            journal.run_heal(stack, heal)
+            journal.remove(stack.state, entry)
+
+
+def _ssh(node: str, *argv: str) -> journal.Call:
+    return ["ssh", node, list(argv)]
 
 
 def stopped_service(unit: str) -> Fault:
     """``systemctl stop UNIT`` on a node; heal: start it again."""
     def fault(stack: Stack, node: str) -> ContextManager[None]:
-        return _injected(f"{unit} stopped on {node}",
+        return _injected(stack, f"{unit} stopped on {node}",
                          lambda: stack.ssh(node, ["sudo", "systemctl", "stop", unit]),
-                         lambda: stack.ssh(node, ["sudo", "systemctl", "start", unit]))
+                         [_ssh(node, "sudo", "systemctl", "start", unit)], "started it again", node)
     return fault
 
 
@@ -48,26 +65,30 @@ def killed_postmaster(stack: Stack, node: str) -> ContextManager[None]:
     """``kill -9`` the postmaster on a node (its backends die with it); heal: Patroni restarts it in
     place on its next loop, and ``systemctl start patroni`` makes sure Patroni itself runs."""
     script = 'kill -9 "$(head -1 "$(sudo -u postgres psql -XAtc "SHOW data_directory")/postmaster.pid")"'
-    return _injected(f"postmaster killed (SIGKILL) on {node}", lambda: stack.ssh(node, ["sudo", "sh", "-c", script]),
-                     lambda: stack.ssh(node, ["sudo", "systemctl", "start", "patroni"]))
+    return _injected(stack, f"PostgreSQL's postmaster on {node} killed (SIGKILL)",
+                     lambda: stack.ssh(node, ["sudo", "sh", "-c", script]),
+                     [_ssh(node, "sudo", "systemctl", "start", "patroni")],
+                     "made sure Patroni runs (it starts PostgreSQL again)", node)
+
+
+#: How a signal leaves Patroni, for the journal.
+SIGNALLED = {"STOP": "frozen (SIGSTOP)", "KILL": "killed (SIGKILL)"}
 
 
 def signalled_patroni(signal: str, then: str | None = None) -> Fault:
     """Send ``signal`` to Patroni's main process on a node (systemd ``--kill-who=main``: PostgreSQL,
     its child, is spared); heal: send ``then`` (e.g. CONT after STOP), then ``systemctl start patroni``
     (systemd restarts a killed Patroni by itself; the start makes sure)."""
-    def signal_patroni(stack: Stack, node: str, sig: str) -> None:
-        stack.ssh(node, ["sudo", "systemctl", "kill", "--kill-who=main", "-s", sig, "patroni"])
-
-    def heal(stack: Stack, node: str) -> None:
-        stack.target.wait_for_ssh(node)  # a watchdog may have reset the VM meanwhile
-        if then:
-            signal_patroni(stack, node, then)
-        stack.ssh(node, ["sudo", "systemctl", "start", "patroni"])
+    def signal_patroni(sig: str) -> list[str]:
+        return ["sudo", "systemctl", "kill", "--kill-who=main", "-s", sig, "patroni"]
 
     def fault(stack: Stack, node: str) -> ContextManager[None]:
-        return _injected(f"Patroni sent SIG{signal} on {node}", lambda: signal_patroni(stack, node, signal),
-                         lambda: heal(stack, node))
+        heal = [["target.wait_for_ssh", node]]  # a watchdog may have reset the VM meanwhile
+        heal += [_ssh(node, *signal_patroni(then))] if then else []
+        heal += [_ssh(node, "sudo", "systemctl", "start", "patroni")]
+        return _injected(stack, f"Patroni on {node} {SIGNALLED.get(signal, f'sent SIG{signal}')}",
+                         lambda: stack.ssh(node, signal_patroni(signal)), heal,
+                         f"sent SIG{then} and started it" if then else "started it", node)
     return fault
 
 
@@ -78,9 +99,9 @@ def stopped_on_majority(unit: str) -> Fault:
         names = [n.name for n in stack.spec.nodes]
         i = names.index(node)
         chosen = (names[i:] + names[:i])[:len(names) // 2 + 1]
-        return _injected(f"{unit} stopped on {', '.join(chosen)} (a majority)",
+        return _injected(stack, f"{unit} stopped on {', '.join(chosen)} (a majority)",
                          lambda: [stack.ssh(n, ["sudo", "systemctl", "stop", unit]) for n in chosen],
-                         lambda: [stack.ssh(n, ["sudo", "systemctl", "start", unit]) for n in chosen])
+                         [_ssh(n, "sudo", "systemctl", "start", unit) for n in chosen], "started it on each")
     return fault
 
 
@@ -97,8 +118,9 @@ def crashed_cluster(stack: Stack, node: str) -> Iterator[None]:
 def _haproxy_disabled(what: str) -> Fault:
     """``disable WHAT`` in one node's own HAProxy (its stats socket); heal: ``enable WHAT``."""
     def fault(stack: Stack, node: str) -> ContextManager[None]:
-        return _injected(f"{node}'s HAProxy: {what} disabled", lambda: stack.haproxy_admin(node, f"disable {what}"),
-                         lambda: stack.haproxy_admin(node, f"enable {what}"))
+        return _injected(stack, f"{node}'s HAProxy: {what} disabled",
+                         lambda: stack.haproxy_admin(node, f"disable {what}"),
+                         [["haproxy_admin", node, f"enable {what}"]], "enabled it again", node)
     return fault
 
 
@@ -116,12 +138,14 @@ def frontend_disabled(frontend: str) -> Fault:
 
 def isolated(stack: Stack, node: str) -> ContextManager[None]:
     """Cut a node off the network (capability ``isolate``); heal: reconnect it."""
-    return _injected(f"{node} isolated", lambda: stack.target.isolate(node), lambda: stack.target.heal(node))
+    return _injected(stack, f"{node} isolated", lambda: stack.target.isolate(node), [["target.heal", node]],
+                     "reconnected it", node, key=f"isolated:{node}")
 
 
 def crashed_vm(stack: Stack, node: str) -> ContextManager[None]:
     """Power a VM off without shutdown (capability ``crash_vm``); heal: start it, until SSH answers."""
-    return _injected(f"VM {node} crashed", lambda: stack.target.crash_vm(node), lambda: stack.target.start_vm(node))
+    return _injected(stack, f"VM {node} crashed", lambda: stack.target.crash_vm(node), [["target.start_vm", node]],
+                     "started it again", node, key=f"stopped:{node}")
 
 
 @contextlib.contextmanager

@@ -6,7 +6,10 @@ the load balancer's pool health.
 Node-side watchers are long-lived scripts started over SSH (``deployer/drills/onnode/``), secrets on
 stdin, one JSON line per observation on stdout; each line is stamped with this host's clock on
 arrival, so every event lines up with the fault marks and the Locust history. A watcher on a node
-that a fault takes down simply stops reporting. Everything is stopped on exit, also on failure.
+that a fault takes down simply stops reporting. Everything is stopped on exit, also on failure;
+each watcher's SSH client is in the fault journal (``deployer.journal``) while it runs. Ending that
+client ends the script on the node: its output breaks (or, for the direct writer, its stdin
+closes) and it exits.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployer import haproxy_stat
+from deployer import haproxy_stat, journal
 from deployer.inventory import role_defaults
 from deployer.stack import Stack
 from load.history import HistoryWriter, Op
@@ -69,9 +72,11 @@ class _Stream:
         script stops gracefully (finishing and reporting what it was doing) when stdin closes."""
         code = (ONNODE / script).read_text()
         argv = stack.target.host(node).ssh_argv(["sudo", *args[:1], "-c", code, *args[1:]])
-        self.node = node
+        self.node, self.state = node, stack.state
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, start_new_session=True)
+        self.entry = journal.record_process(stack.state, f"the drill observer {script} on {node} (its SSH client)",
+                                            self.proc.pid)
         if stdin is None:
             self.proc.stdin.close()
         else:
@@ -87,19 +92,22 @@ class _Stream:
             except (ValueError, KeyError, TypeError):
                 log.debug("observer %s: unreadable line %r", self.node, line[:200])
 
-    def stop(self) -> None:
-        """Close stdin (a graceful script finishes within ``GRACE_S``), then terminate."""
+    def stop(self, graceful: bool = True) -> None:
+        """Close stdin (with ``graceful``, a graceful script finishes within ``GRACE_S``), then
+        terminate; the journal entry goes once the process has ended."""
         if not self.proc.stdin.closed:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=GRACE_S)
+                self.proc.wait(timeout=GRACE_S if graceful else 0.1)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(timeout=5)
+        journal.remove(self.state, self.entry)
         self.thread.join(timeout=5)
 
 
@@ -114,8 +122,10 @@ def observing(stack: Stack, victim: str, history_dir: Path, *, direct: bool = Tr
     """Watch the stack while the body runs: the leader key and direct writes from ``watcher`` (the
     first node that is not ``victim``), every node's HAProxy from itself, the pool from here. With
     ``direct``, direct writes are recorded in ``history_dir/history-direct.jsonl`` (client
-    ``direct``, keys ``<history_dir's run id>-direct-<address>-<n>``)."""
-    seen, stop, streams = Observations(), threading.Event(), []
+    ``direct``, keys ``<history_dir's run id>-direct-<address>-<n>``). Every watcher's SSH client is
+    in the fault journal while it runs; interrupted (KeyboardInterrupt), watchers are terminated
+    without their graceful finish."""
+    seen, stop, streams, graceful = Observations(), threading.Event(), [], True
     watcher = stack.target.vnet_node(avoid=victim)
     spec, ports = stack.spec, stack.spec.ports
     key = f"{role_defaults()['patroni']['patroni_namespace'].rstrip('/')}/{spec.patroni.scope}/leader"
@@ -149,10 +159,14 @@ def observing(stack: Stack, victim: str, history_dir: Path, *, direct: bool = Tr
                                    json.dumps(config) + "\n", on_write))
         pool.start()
         yield seen
+    except KeyboardInterrupt:
+        graceful = False
+        raise
     finally:
         stop.set()
-        for stream in reversed(streams):  # the direct writer first: its last attempts belong to the history
-            stream.stop()
+        with journal.shielded():
+            for stream in reversed(streams):  # the direct writer first: its last attempts belong to the history
+                stream.stop(graceful)
         if pool.is_alive():
             pool.join(timeout=30)
         if writer is not None:

@@ -1,4 +1,5 @@
-"""Drill evidence a person reads, in one place: JSON records (``append_record``), a timeline plot
+"""Drill evidence a person reads, in one place: JSON records (``append_record``; an interrupted
+drill's is ``deployer.drills.trial.interrupted_record``), a timeline plot
 per drill (writes per second by outcome, fault, heal and write gap marked), the fragments the run's
 pytest-html report (``reports/<run id>/report.html``) shows beside a test (a drill's card, links to
 a failed test's logs), and a log bundle from every node of a failed test."""
@@ -92,8 +93,13 @@ def plot_timeline(history: list[Op], fault_at: float, heal_at: float | None, gap
 
 
 def drill_card(record: dict) -> str:
-    """One drill's verdicts and numbers against its budget, as an HTML fragment for the run's report."""
+    """One drill's verdicts and numbers against its budget, as an HTML fragment for the run's report
+    (an interrupted drill's card says what stopped it, when, and what its run left behind)."""
     esc = html.escape
+    if record["verdict"] == "interrupted":
+        left = "; ".join(record["left_in_journal"]) or "nothing: healed, helpers stopped"
+        return (f"<h3>{esc(record['drill'])}: interrupted</h3><p>{esc(record['interrupted'])} while "
+                f"{esc(record['phase'])}. Left in the fault journal: {esc(left)}.</p>")
     verdict = "within" if record["within_budget"] else "OVER"
     mode = "synchronous" if record["synchronous_mode"] else "asynchronous"
     parts = ", ".join(f"{esc(k)} {v:.2f} s" for k, v in record["gap_parts_s"].items()) or "none observed"

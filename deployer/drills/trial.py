@@ -7,22 +7,26 @@ acknowledged writes and a zombie primary fail a drill only where the spec promis
 (synchronous mode); otherwise they are reported as the known risk they are. The sequential clients'
 gaps (``sequential_record``) are recorded, never judged. The suites assert on
 ``failures``; this module measures and records (``drills.json``, the history, Locust's reports and
-a timeline plot under ``reports/<stack>/drills/<drill>-<time>/``).
+a timeline plot under ``reports/<stack>/drills/<drill>-<time>/``). A drill stopped by Ctrl-C (or
+SIGTERM, SIGHUP) heals, stops its helpers and is recorded as interrupted (``run``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import time
 
-from deployer import patroni
+from deployer import journal, patroni
 from deployer.drills import checkers, holds, observer, report
 from deployer.drills.catalogue import Drill
 from deployer.stack import Stack
 from deployer.wait import wait_until
 from load import runner
 from load.history import SCHEMA, SEQUENTIAL_CLIENTS, Op, keys_of_run_query
+
+log = logging.getLogger("deployer.trial")
 
 #: Locust writers (the sequential clients come on top).
 USERS = 4
@@ -133,35 +137,71 @@ class Trial:
     record: dict
 
 
+def interrupted_record(drill: Drill, profile: str, progress: dict, why: str, left: list[str]) -> dict:
+    """The ``drills.json`` record of a drill a signal stopped: ``verdict`` "interrupted", what
+    stopped it (``interrupted``), the phase it was in, the victim and run directory when known, and
+    what its run left in the fault journal (``left_in_journal``: empty when every fault was healed
+    and every helper process ended)."""
+    return {"drill": drill.name, "fault": drill.name, "profile": profile, "verdict": "interrupted",
+            "interrupted": why, "phase": progress["phase"], "victim": progress.get("victim"),
+            "run_dir": progress.get("run_dir"), "healed": not left, "left_in_journal": left,
+            "at": round(time.time(), 3)}
+
+
 def run(stack: Stack, drill: Drill, budget_scale: float = 1.0) -> Trial:
     """Run ``drill`` once under load, record it and return the verdicts. ``budget_scale`` shrinks or
-    widens the budget (a rehearsal of a tighter objective: below what the fault reaches, it fails)."""
+    widens the budget (a rehearsal of a tighter objective: below what the fault reaches, it fails).
+
+    SIGINT, SIGTERM and SIGHUP stop it within seconds (``journal.interruptible``, whatever signal
+    disposition this process inherited): the fault is healed, Locust, the observers and the direct
+    writers are stopped, the drill is recorded as interrupted (``interrupted_record``) and the
+    ``KeyboardInterrupt`` propagates (pytest ends the session)."""
+    progress: dict = {"phase": "checking the cluster before the load"}
+    try:
+        with journal.interruptible():
+            return _run(stack, drill, budget_scale, progress)
+    except KeyboardInterrupt as exc:
+        left = [e["what"] for e in journal.entries(stack.state) if e["owner"]["pid"] == journal.me()["pid"]]
+        record = interrupted_record(drill, stack.spec.profile, progress, str(exc) or type(exc).__name__, left)
+        report.append_record(stack.reports / "drills.json", record, key="drill")
+        log.warning("Drill %s interrupted (%s) while %s; %s.", drill.name, record["interrupted"], progress["phase"],
+                    "healed, helpers stopped" if not left else f"left in the fault journal: {'; '.join(left)}")
+        raise
+
+
+def _run(stack: Stack, drill: Drill, budget_scale: float, progress: dict) -> Trial:
     spec, ports = stack.spec, stack.spec.ports
     budget = drill.budget(stack.budgets) * budget_scale
     before = converged(stack)
     old = next(m for m in before if m.role == "leader")
-    victim = _victim(drill, before)
+    victim = progress["victim"] = _victim(drill, before)
     stack.sql(ports.haproxy_primary, SCHEMA)
     postmaster = _postmaster_started(stack, victim) if drill.keeps_postmaster else None
     run_dir = stack.reports / "drills" / f"{drill.name}-{int(time.time())}"
+    progress["run_dir"] = str(run_dir)
     load = spec.workload
+    progress["phase"] = "starting the load"
     with runner.running(stack.target.vantage(), stack.dsn(ports.haproxy_primary), stack.dsn(ports.haproxy_replicas),
                         run_dir, users=USERS, writes_per_s=load.writes_per_s, workers=load.workers,
-                        duration_s=load.steady_s + 900) as workload, \
+                        duration_s=load.steady_s + 900, state=stack.state) as workload, \
             observer.observing(stack, victim, workload.history_dir, direct=drill.direct) as seen:
+        progress["phase"] = "waiting for steady load"
         workload.wait_steady(load.steady_s)
         # A lost etcd leader renews every lease, so the old key outlives ttl: where the spec keeps
         # etcd's leader off Patroni's, the fault waits until it is (the daemon's turn after a heal).
         etcd_leader = (stack.etcd_leader_elsewhere()["etcd's leader"] if spec.patroni.etcd_leader_elsewhere
                        else stack.etcd_leader())
         fault_at = time.time()
+        progress["phase"] = "the fault was on"
         with drill.fault(stack, victim):
             drill.hold(stack, workload, old.name, victim, budget)
         heal_at = time.time()
+        progress["phase"] = "waiting for the cluster to converge after the heal"
         back_as_replica = drill.victim == "replica" or drill.leader_change is True
         members = converged(stack, rejoined=victim if back_as_replica else None)
         converged_at = time.time()
         workload.wait_for_writes(holds.FLOWING_WRITES)
+    progress["phase"] = "judging the history"
     history = workload.history()
     new = next(m for m in members if m.role == "leader")
     final = {row[0] for row in stack.sql(ports.haproxy_primary, keys_of_run_query(run_dir.name))}

@@ -17,7 +17,8 @@ Promises every target keeps (each method below states its own):
 - **Faults.** Each infrastructure fault has its heal (``crash_vm``/``start_vm``, ``isolate``/``heal``);
   both halves are idempotent, and a provision that rebuilds or redeploys the stack ends every fault.
   The nodes currently isolated or stopped are recorded in the state (``state.data``), so a second
-  process (``deployer status``, a suite) sees them too.
+  process (``deployer status``, a suite) sees them too, and in the fault journal
+  (``deployer.journal``), so a run that dies leaves them healable by the next one.
 - **Capabilities** are derived, not declared: a target has ``crash_vm`` when it implements
   ``crash_vm`` and ``start_vm``, ``isolate`` when it implements ``isolate`` and ``heal``. A test
   needing one says ``@pytest.mark.needs("crash_vm")`` and is skipped, with the reason, elsewhere.
@@ -29,6 +30,7 @@ import abc
 import dataclasses
 from typing import ClassVar, Literal
 
+from deployer import journal
 from deployer.budgets import Budgets
 from deployer.netprobe import tcp
 from deployer.spec import StackSpec
@@ -294,9 +296,21 @@ class Target(abc.ABC):
         """The nodes currently isolated or stopped by this target, as recorded in the state."""
         return list(self.state.data.get(kind, []))
 
+    #: Each infrastructure fault's mark: (what it is, its heal, what the heal does) for the journal.
+    _MARKS = {"isolated": ("{node} isolated", "target.heal", "reconnected it"),
+              "stopped": ("VM {node} crashed", "target.start_vm", "started it again")}
+
     def _mark(self, kind: Literal["isolated", "stopped"], node: str, on: bool) -> None:
+        """Record (``on``) or clear a fault in force on ``node``: in ``faulted(kind)`` and as the
+        fault journal's entry ``"<kind>:<node>"`` (``deployer.journal``), with its heal."""
         nodes = [n for n in self.faulted(kind) if n != node] + ([node] if on else [])
         self.state.data[kind] = nodes
+        what, heal, healed = self._MARKS[kind]
+        if on:
+            journal.record(self.state, what.format(node=node), heal=[[heal, node]], healed=healed, node=node,
+                           key=f"{kind}:{node}")
+        else:
+            journal.remove(self.state, key=f"{kind}:{node}")
         self.state.save()
 
     def vnet_node(self, avoid: str = "") -> str:
