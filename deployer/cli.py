@@ -120,12 +120,19 @@ def cmd_break(args) -> int:
 
 
 def cmd_heal(args) -> int:
+    """Undo the seeded defects, then heal what runs that died left on (``heal_leftovers``); exit 1
+    while something they left could not be healed."""
     from deployer import defects
+    from deployer.leftover_faults import heal_leftovers, unhealed
     from deployer.stack import Stack
 
-    healed = defects.heal(Stack.attach(check_stack_name(args.name or load_spec(DEFAULT_SPEC).name)))
+    stack = Stack.attach(check_stack_name(args.name or load_spec(DEFAULT_SPEC).name))
+    healed = defects.heal(stack)
     console.print(f"Healed {', '.join(healed)}." if healed else "No defect was applied; nothing to heal.")
-    return 0
+    left = heal_leftovers(stack.state, stack.target, stack=stack)
+    for sentence in left or ["No run that died left a fault or a helper process behind; nothing else to heal."]:
+        console.print(sentence, markup=False, highlight=False)
+    return 1 if unhealed(stack.state) else 0
 
 
 #: Environment variables that mark a CI agent (Azure Pipelines sets TF_BUILD, most others CI).
