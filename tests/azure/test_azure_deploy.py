@@ -138,7 +138,7 @@ def test_bicep_cli_is_found_as_bicep_or_az_bicep():
     assert bicep.find_cli(lambda name: "/usr/bin/az" if name == "az" else None) == [
         "/usr/bin/az", "bicep", "build", "--stdout", "--file"]
     assert bicep.find_cli(lambda name: None) is None
-    with pytest.raises(MissingPrerequisite, match="install it"):
+    with pytest.raises(MissingPrerequisite, match="install a standalone `bicep`"):
         bicep.cli_compiler(lambda name: None)(bicep.MAIN_BICEP)
 
 

@@ -12,9 +12,9 @@ from deployer.paths import BICEP_DIR
 from deployer.targets.base import MissingPrerequisite, TargetError
 
 MAIN_BICEP = BICEP_DIR / "main.bicep"
-NO_CLI = ("the Bicep CLI is not installed (neither `bicep` nor `az` is on PATH): install it "
-          "(https://aka.ms/bicep-install, or `az bicep install`), or run on an Azure DevOps agent, "
-          "which has it")
+NO_CLI = ("the Bicep CLI is not installed (neither `bicep` nor `az` is on PATH): install a standalone "
+          "`bicep` (https://aka.ms/bicep-install; on a laptop `az bicep install` also works); an Azure DevOps "
+          "agent needs the standalone one (docs/azure.md, Agent image)")
 
 Compiler = Callable[[Path], dict]
 
