@@ -17,7 +17,7 @@ import yaml
 from deployer import inventory
 from deployer.paths import ANSIBLE_DIR
 from deployer.inventory import (PASSWORD_VARS, ROLES, image_packages, known_variables, render_extravars,
-                                render_inventory, role_defaults)
+                                _spec_vars, render_inventory, role_defaults)
 from deployer.secrets import NAMES
 from deployer.spec import DEFAULT_SPEC, StackSpec, parse_spec
 from deployer.targets.access import HostAccess
@@ -401,3 +401,37 @@ def test_no_role_waits_with_pause():
     tasks = "\n".join(p.read_text() for p in (ANSIBLE_DIR / "roles").glob("*/*/*.yml"))
     assert "pause" not in tasks and "wait_for:" not in tasks
     assert tasks.count("until:") >= 5
+
+
+def test_dcs_patch_sets_the_specs_parameters_and_removes_those_it_no_longer_sets(tmp_path):
+    """The PATCH task of the patroni role's dcs.yml, its own ``vars`` and ``when``, evaluated against
+    ``GET /config`` answers: an up-to-date DCS is left alone, a stale value is set, and a parameter
+    dropped from the spec is PATCHed to null (Patroni then deletes it)."""
+    [_, task] = yaml.safe_load((ANSIBLE_DIR / "roles" / "patroni" / "tasks" / "dcs.yml").read_text())
+    defaults: dict = {}
+    for values in role_defaults().values():
+        defaults.update(values)
+    spec = spec_with(postgres={"parameters": {"work_mem": "8MB"}})
+    p = spec.patroni
+    current = {"ttl": p.ttl, "loop_wait": p.loop_wait, "retry_timeout": p.retry_timeout, "check_timeline": True,
+               "maximum_lag_on_failover": p.maximum_lag_on_failover, "synchronous_mode": p.synchronous_mode,
+               "failsafe_mode": p.failsafe_mode,
+               "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": {
+                   **defaults["patroni_postgresql_base_parameters"], **spec.postgres_settings()}}}
+    stale = copy.deepcopy(current)
+    stale["postgresql"]["parameters"] |= {"work_mem": "4096", "shared_buffers": "32768"}
+    play = [{"hosts": "localhost", "gather_facts": False, "vars": {**defaults, **_spec_vars(spec)}, "tasks": [{
+        "name": "Evaluate", "loop": [current, stale, {}], "loop_control": {"index_var": "i"},
+        "vars": {**task["vars"], "patroni_dcs_current": {"json": "{{ item }}"}},
+        "ansible.builtin.copy": {"dest": f"{tmp_path}/{{{{ i }}}}.json", "mode": "0600", "content": (
+            f"{{{{ {{'patch': patroni_dcs_patch.postgresql.parameters, 'when': {task['when']}}} | to_json }}}}")}}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    result = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(tmp_path / "play.yml")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "ANSIBLE_NOCOLOR": "1",
+                                 "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [up_to_date, with_stale, empty] = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(3)]
+    assert up_to_date == {"when": False, "patch": current["postgresql"]["parameters"]}
+    assert with_stale["when"] is True and with_stale["patch"] == {**current["postgresql"]["parameters"], "shared_buffers": None}
+    assert empty["when"] is True and empty["patch"] == current["postgresql"]["parameters"]
