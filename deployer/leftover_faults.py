@@ -63,7 +63,7 @@ def heal_leftovers(state: StackState, target: Target, stack=None) -> list[str]:
         how = journal.end_process(entry)
         journal.remove(state, entry["id"])
         if how:
-            sentences.append(f"{entry['what'].capitalize()} (pid {entry['pid']}) still ran, started by a run that "
+            sentences.append(f"{entry['what'][:1].upper()}{entry['what'][1:]} (pid {entry['pid']}) still ran, started by a run that "
                              f"died (pid {entry['owner']['pid']}) at {_since(entry['at'])}: ended it ({how}).")
     for entry in reversed([e for e in dead if e["kind"] == "fault"]):
         left = (f"{entry['what']}: left by a run that died (pid {entry['owner']['pid']}, fault applied at "
