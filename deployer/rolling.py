@@ -23,15 +23,19 @@ from deployer.wait import wait_until
 log = logging.getLogger("deployer.rolling")
 
 
-def _whole(target: Target, what: str) -> list[patroni.Member]:
-    """Wait until one leader runs and every other node streams (``budgets.rejoin_s``); the members."""
+def _whole(target: Target, what: str, restarted: str | None = None) -> list[patroni.Member]:
+    """Wait until one leader runs and every other node streams, and the member ``restarted`` no longer
+    reports a pending restart (Patroni refreshes it in the DCS at its next loop), within
+    ``budgets.rejoin_s``; the members."""
     names = sorted(n.name for n in target.spec.nodes)
     return wait_until(
-        f"{what}: one running leader and every other member of {names} streaming",
+        f"{what}: one running leader and every other member of {names} streaming"
+        + (f", {restarted} no longer pending a restart" if restarted else ""),
         lambda: patroni.cluster(target),
         lambda ms: sorted(m.name for m in ms) == names
         and [m.state for m in ms if m.role == "leader"] == ["running"]
-        and all(m.state == "streaming" for m in ms if m.role == "replica"),
+        and all(m.state == "streaming" for m in ms if m.role == "replica")
+        and not any(m.pending_restart for m in ms if m.name == restarted),
         timeout=target.budgets.rejoin_s, interval=1)
 
 
@@ -57,7 +61,7 @@ def restart_pending(target: Target, secrets: Secrets, progress: Callable[[str], 
         if replica:
             progress(f"rolling restart: {replica.name} (a replica)")
             patroni.post(target, replica.name, "/restart", {"restart_pending": True}, secrets["rest_api"])
-            _whole(target, f"{replica.name} streaming again after its restart")
+            _whole(target, f"{replica.name} streaming again after its restart", restarted=replica.name)
             done.append(f"Restarted {replica.name}'s PostgreSQL (a replica pending restart); the cluster was whole "
                         f"again {time.monotonic() - start:.1f} s later.")
         else:
@@ -65,7 +69,7 @@ def restart_pending(target: Target, secrets: Secrets, progress: Callable[[str], 
             progress(f"rolling restart: switchover {leader.name} -> {to.name}")
             patroni.post(target, leader.name, "/switchover", {"leader": leader.name, "candidate": to.name},
                          secrets["rest_api"])
-            _whole(target, f"{leader.name} streaming from {to.name} after the switchover")
+            _whole(target, f"{leader.name} streaming from {to.name} after the switchover", restarted=leader.name)
             done.append(f"Switched over from {leader.name} (the leader, pending restart) to {to.name}, an up-to-date "
                         f"replica; {leader.name} restarted as a replica and the cluster was whole again "
                         f"{time.monotonic() - start:.1f} s later.")
