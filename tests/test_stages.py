@@ -26,7 +26,8 @@ class Fake(Target):
     sshd = True
     scope = SPEC.patroni.scope
     healthy = True
-    preflight = teardown = lambda self: None
+    pending: list[str] = []
+    preflight = lambda self: None  # noqa: E731
     security_rules = leftovers = lambda self: []
     ansible_vars = lambda self: {}  # noqa: E731
     resolve_source = lambda self, source: (source,)  # noqa: E731
@@ -44,6 +45,9 @@ class Fake(Target):
 
     def attach(self):
         self.ran.append("attach")
+
+    def teardown(self):
+        self.ran.append("teardown")
 
     def is_up(self):
         return self.running
@@ -66,6 +70,9 @@ def stack(tmp_path, monkeypatch):
     monkeypatch.setattr(stages.patroni, "get", lambda t, node, path: {"state": "running", "patroni": {"scope": t.scope}})
     monkeypatch.setattr(stages, "run_playbook", lambda *a: ran.append("configure") or {"changed": 0, "changed_by_host": {}})
     monkeypatch.setattr(stages, "verify", lambda name: ran.append("verify") or {})
+    monkeypatch.setattr(stages, "_pending", lambda t: list(t.pending))
+    monkeypatch.setattr(stages, "_what_is_lost", lambda t: "the cluster")
+    monkeypatch.setattr(stages.rolling, "restart_pending", lambda t, *a: [f"restarted {n}" for n in t.pending])
     stages.up(target.state, target)
     assert ran == ["provision", "configure", "attach", "verify"]
     ran.clear()
@@ -78,7 +85,8 @@ def test_a_second_up_until_attach_skips_every_stage_done_and_still_valid_saying_
     assert stack.ran == []
     said = caplog.messages
     for stage, claim in (("Provision", "every VM runs and its sshd answers"),
-                         ("Configure", "every node's Patroni answers and reports the spec's scope"),
+                         ("Configure", "every node's Patroni answers, reports the spec's scope, and none is "
+                                       "pending a restart"),
                          ("Attach", "the load balancer reports every node as a healthy member")):
         assert any(m.startswith(f"{stage}: done at ") and f"for this spec and still valid ({claim}); skipped. "
                    f"Pass --force {stage.lower()} to re-run it." in m for m in said), said
@@ -105,10 +113,36 @@ def test_a_failing_live_check_runs_the_stage_and_every_later_one(stack, caplog, 
                and m.endswith("; running it again.") for m in caplog.messages), caplog.messages
 
 
-def test_a_changed_spec_runs_everything_again(stack):
-    stack.spec = SPEC.model_copy(update={"admin_user": "someoneelse"})
-    stages.up(stack.state, stack, until="attach")
+def test_a_changed_spec_runs_the_first_stage_that_consumes_it_and_the_later_ones(stack, caplog):
+    stack.spec = SPEC.model_copy(update={"load_balancer": SPEC.load_balancer.model_copy(update={"probe_threshold": 3})})
+    with caplog.at_level(logging.INFO, "deployer"):
+        stages.up(stack.state, stack, until="attach")
     assert stack.ran == ["provision", "configure", "attach"]
+    assert "Plan: 1 change(s): 1 in place." in caplog.messages
+
+
+def test_a_spec_change_no_stage_consumes_runs_nothing(stack):
+    stack.spec = SPEC.model_copy(update={"workload": SPEC.workload.model_copy(update={"steady_s": 3})})
+    stages.up(stack.state, stack, until="attach")
+    assert stack.ran == []
+
+
+def test_a_member_pending_a_restart_runs_configure_and_its_rolling_restart(stack, caplog):
+    stack.pending = ["pg2"]
+    with caplog.at_level(logging.INFO, "deployer"):
+        stages.up(stack.state, stack, until="attach")
+    assert stack.ran == ["configure", "attach"]
+    assert stack.state.stages["configure"].facts["restarts"] == ["restarted pg2"]
+    assert any("Configure: done at " in m and "but Patroni reports pg2 pending a restart" in m for m in caplog.messages)
+
+
+def test_a_replace_is_refused_before_anything_changes_and_done_only_when_asked(stack):
+    stack.spec = SPEC.model_copy(update={"admin_user": "someoneelse"})
+    with pytest.raises(TargetError, match=r"admin_user: 'pgadmin' -> 'someoneelse' forces replacement"):
+        stages.up(stack.state, stack, until="attach")
+    assert stack.ran == [], "nothing ran, nothing was torn down"
+    stages.up(stack.state, stack, until="attach", replace=True)
+    assert stack.ran == ["teardown", "provision", "configure", "attach"]
 
 
 def test_a_changed_ansible_tree_or_image_runs_configure_and_attach_not_provision(stack, tmp_path, monkeypatch):
