@@ -23,6 +23,9 @@ from deployer.spec import load_spec
 from deployer.state import StackState
 from deployer.wait import wait_until
 
+#: Locust's master listens on its default port: one drill run at a time, also under xdist.
+pytestmark = pytest.mark.xdist_group("locust")
+
 #: The drill run: argv[1] the state root, argv[2] the reports dir. Its stack records SSH commands in
 #: ``<reports>/ssh.log``; its hold waits for ever with the fault on.
 DRILL = r'''
