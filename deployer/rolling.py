@@ -23,20 +23,28 @@ from deployer.wait import wait_until
 log = logging.getLogger("deployer.rolling")
 
 
-def _whole(target: Target, what: str, restarted: str | None = None) -> list[patroni.Member]:
-    """Wait until one leader runs and every other node streams, and the member ``restarted`` no longer
-    reports a pending restart (Patroni refreshes it in the DCS at its next loop), within
-    ``budgets.rejoin_s``; the members."""
+def _whole(target: Target, what: str) -> list[patroni.Member]:
+    """Wait until one leader runs and every other node streams (``budgets.rejoin_s``); the members."""
     names = sorted(n.name for n in target.spec.nodes)
     return wait_until(
-        f"{what}: one running leader and every other member of {names} streaming"
-        + (f", {restarted} no longer pending a restart" if restarted else ""),
+        f"{what}: one running leader and every other member of {names} streaming",
         lambda: patroni.cluster(target),
         lambda ms: sorted(m.name for m in ms) == names
         and [m.state for m in ms if m.role == "leader"] == ["running"]
-        and all(m.state == "streaming" for m in ms if m.role == "replica")
-        and not any(m.pending_restart for m in ms if m.name == restarted),
+        and all(m.state == "streaming" for m in ms if m.role == "replica"),
         timeout=target.budgets.rejoin_s, interval=1)
+
+
+def _cleared(target: Target, node: str) -> bool:
+    """Whether ``node`` stops reporting a pending restart within two Patroni loops (it refreshes its
+    member key once a loop): False when it still waits for one after its restart."""
+    try:
+        wait_until(f"{node} no longer pending a restart", lambda: patroni.cluster(target),
+                   lambda ms: not any(m.pending_restart for m in ms if m.name == node),
+                   timeout=2 * target.spec.patroni.loop_wait + 5, interval=1)
+    except AssertionError:
+        return False
+    return True
 
 
 def _candidate(members: list[patroni.Member]) -> patroni.Member:
@@ -49,30 +57,50 @@ def _candidate(members: list[patroni.Member]) -> patroni.Member:
 
 def restart_pending(target: Target, secrets: Secrets, progress: Callable[[str], None] = log.info) -> list[str]:
     """Restart every member Patroni reports ``pending_restart``, as the module says; one sentence per
-    step taken (empty: nothing was pending). TargetError naming the member and what it did not do."""
+    step taken (empty: nothing was pending). A replica still pending after its restart runs a value
+    its leader's bounds (a hot standby keeps ``max_connections`` and its kind at least the primary's,
+    so a decrease starts on the leader): then the leader restarts in place first, and the replicas
+    again. TargetError naming the member and what it did not do."""
     done: list[str] = []
-    for _ in range(2 * len(target.spec.nodes) + 1):  # each step clears one member; a bound, not a loop
+    stuck: set[str] = set()  # replicas restarted that still wait for their leader's restart
+    for _ in range(3 * len(target.spec.nodes) + 2):  # each step clears a member or unblocks some: a bound
         members = _whole(target, "before the next restart")
         pending = [m for m in members if m.pending_restart]
         if not pending:
             return done
-        replica = next((m for m in pending if m.role == "replica"), None)
+        leader = next(m for m in members if m.role == "leader")
+        replica = next((m for m in pending if m.role == "replica" and m.name not in stuck), None)
         start = time.monotonic()
         if replica:
             progress(f"rolling restart: {replica.name} (a replica)")
             patroni.post(target, replica.name, "/restart", {"restart_pending": True}, secrets["rest_api"])
-            _whole(target, f"{replica.name} streaming again after its restart", restarted=replica.name)
-            done.append(f"Restarted {replica.name}'s PostgreSQL (a replica pending restart); the cluster was whole "
-                        f"again {time.monotonic() - start:.1f} s later.")
-        else:
-            leader, to = pending[0], _candidate(members)
+            _whole(target, f"{replica.name} streaming again after its restart")
+            if _cleared(target, replica.name):
+                done.append(f"Restarted {replica.name}'s PostgreSQL (a replica pending restart); it streamed again "
+                            f"{time.monotonic() - start:.1f} s later.")
+            else:
+                stuck.add(replica.name)
+                done.append(f"Restarted {replica.name}'s PostgreSQL; it still waits for a restart: its leader "
+                            f"{leader.name} bounds a setting (a decrease starts on the leader).")
+        elif stuck and leader.pending_restart:
+            progress(f"rolling restart: {leader.name} in place (the leader first, for a decrease)")
+            patroni.post(target, leader.name, "/restart", {"restart_pending": True}, secrets["rest_api"])
+            _whole(target, f"{leader.name} leading again after its restart in place")
+            stuck.clear()
+            done.append(f"Restarted the leader {leader.name}'s PostgreSQL in place (replicas cannot run a setting "
+                        f"below their primary's); writes paused for its restart, {time.monotonic() - start:.1f} s.")
+        elif leader.pending_restart:
+            to = _candidate(members)
             progress(f"rolling restart: switchover {leader.name} -> {to.name}")
             patroni.post(target, leader.name, "/switchover", {"leader": leader.name, "candidate": to.name},
                          secrets["rest_api"])
-            _whole(target, f"{leader.name} streaming from {to.name} after the switchover", restarted=leader.name)
+            _whole(target, f"{leader.name} streaming from {to.name} after the switchover")
+            _cleared(target, leader.name)
             done.append(f"Switched over from {leader.name} (the leader, pending restart) to {to.name}, an up-to-date "
-                        f"replica; {leader.name} restarted as a replica and the cluster was whole again "
-                        f"{time.monotonic() - start:.1f} s later.")
+                        f"replica; {leader.name} restarted as a replica, {time.monotonic() - start:.1f} s.")
+        else:
+            stuck.clear()  # the leader runs the new values now: the replicas can take them
+            continue
         log.info("%s", done[-1])
     still = [m.name for m in patroni.cluster(target) if m.pending_restart]
     raise TargetError(f"members still pending a restart after the rolling apply: {', '.join(still)}")

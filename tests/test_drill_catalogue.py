@@ -9,7 +9,7 @@ import pytest
 
 import deployer.state
 from deployer.budgets import Budgets
-from deployer.drills import holds, nemesis
+from deployer.drills import changes, holds, nemesis
 from deployer.drills.catalogue import CATALOGUE
 from deployer.drills.observer import Observations
 from deployer.spec import load_spec
@@ -19,7 +19,9 @@ from deployer.targets.base import CAPABILITIES
 SPEC = load_spec()
 
 ISSUE_FAULTS = {"kill-postmaster", "kill-patroni", "freeze-patroni", "crash-primary-vm", "isolate-primary",
-                "isolate-replica", "stop-etcd-member", "etcd-quorum-loss", "switchover", "cluster-restart"}
+                "isolate-replica", "stop-etcd-member", "etcd-quorum-loss", "switchover", "cluster-restart",
+                # day two: one change per class the plan applies without a replace
+                "change-reload", "change-rolling-restart", "change-haproxy"}
 
 
 def test_the_catalogue_holds_every_fault_once_each_with_a_budget_and_an_expectation():
@@ -30,7 +32,7 @@ def test_the_catalogue_holds_every_fault_once_each_with_a_budget_and_an_expectat
         assert drill.expect.endswith(".") and len(drill.expect) > 40, drill.name
         assert drill.needs is None or drill.needs in CAPABILITIES, drill.name
         assert drill.hold in (holds.new_leader, holds.writes_flow, holds.another_sync_standby, holds.quorum_lost,
-                              holds.nothing), drill.name
+                              holds.nothing) or drill.name.startswith("change-"), drill.name
 
 
 def test_faults_that_stop_writes_by_design_are_budgeted_from_the_heal():
@@ -38,6 +40,19 @@ def test_faults_that_stop_writes_by_design_are_budgeted_from_the_heal():
     assert {d.name for d in CATALOGUE if d.budget_from == "heal"} == {"etcd-quorum-loss", "cluster-restart"}
     assert by_name["kill-patroni"].keeps_postmaster and by_name["kill-postmaster"].leader_change is False
     assert by_name["isolate-replica"].victim == "replica"
+
+
+def test_each_change_drill_is_classified_by_the_plan_as_its_class():
+    """The change drills' overlays, merged over the spec as ``deployer up`` merges them, are each
+    one change of the class the drill asserts (the plan would otherwise apply something else)."""
+    from deployer import plan
+    from deployer.spec import _merged, parse_spec
+
+    raw = SPEC.model_dump(mode="json")
+    for change in changes.CHANGES:
+        found = plan.plan(SPEC, parse_spec(_merged(raw, change.overlay(SPEC))))
+        assert [c.impact for c in found.changes] == [change.impact], (change.name, found.lines())
+    assert {c.impact for c in changes.CHANGES} == {"reload", "rolling restart", "in place"}
 
 
 class FakeTarget:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from deployer.budgets import Budgets
-from deployer.drills import holds, nemesis
+from deployer.drills import changes, holds, nemesis
 from deployer.targets.base import Capability
 
 
@@ -81,4 +81,14 @@ CATALOGUE: tuple[Drill, ...] = (
           leader_change=None, budget_from="heal", direct=False, needs="crash_vm",
           expect="Every VM crashed and started again: a leader is elected once they boot, writes resume "
                  "within a boot and a lease, and no acknowledged write is lost."),
+    # Day two: a change applied by `deployer up` under load, reverted by `up` with the stack's own spec.
+    *(Drill(f"change-{c.name}", c.fault, lambda b: b.switchover_s, hold=c.hold, planned=True, direct=False,
+            leader_change=None if c.impact == "rolling restart" else False,
+            keeps_postmaster=c.impact != "rolling restart",
+            expect=f"`deployer up` applies a {c.impact} change ({c.name}) node by node: every node runs it, no "
+                   "member pending a restart, the same system identifier, "
+                   + ("one planned switchover" if c.impact == "rolling restart" else "no leader change and the "
+                      "leader's PostgreSQL never restarted") + ", no acknowledged write lost, the write gap "
+                   "within the switchover budget; `up` with the own spec reverts it the same way.")
+      for c in changes.CHANGES),
 )
