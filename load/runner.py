@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,6 +72,14 @@ def locust_users(writers: int) -> int:
     return writers + len(SEQUENTIAL_CLIENTS)
 
 
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 now: each distributed run's master gets its own, so two runs on
+    one machine (a drill and the unit tests, say) never share one."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
     """SIGTERM to every process's group at once, then SIGKILL to any still running after ``grace_s``."""
     running = [p for p in procs if p.poll() is None]
@@ -100,8 +109,8 @@ def running(vantage: list[str], write_dsn: str, read_dsn: str, run_dir: Path, *,
     ``writes_per_s`` through ``write_dsn`` and reading through ``read_dsn``, plus the sequential
     clients (``SEQUENTIAL_CLIENTS``, on top: ``locust_users``; not paced by ``writes_per_s``). DSNs
     hold passwords: they travel in the environment only. With ``workers``, Locust runs distributed:
-    one master (no users of its own) and that many worker processes, each writing its own history
-    file, so load can come from more than one machine. History in ``run_dir/history``, Locust's own
+    one master (no users of its own, on a free port of 127.0.0.1) and that many worker processes,
+    each writing its own history file, so load can come from more than one machine. History in ``run_dir/history``, Locust's own
     reports as ``run_dir/locust_*.csv`` and ``run_dir/locust.html``. Every process runs in a session
     of its own (a terminal's Ctrl-C reaches only this one) and, given the stack's ``state``, is
     recorded in the fault journal while it runs (``deployer.journal``: a run that dies leaves them
@@ -115,8 +124,10 @@ def running(vantage: list[str], write_dsn: str, read_dsn: str, run_dir: Path, *,
     total = locust_users(users)
     master = [*locust, "--headless", "-u", str(total), "-r", str(total), "-t", f"{int(duration_s)}s",
               "--only-summary", "--stop-timeout", "5", "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html")]
+    port = _free_port()
     if workers:
-        master += ["--master", "--master-bind-host", "127.0.0.1", "--expect-workers", str(workers)]
+        master += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+                   "--expect-workers", str(workers)]
     log_file = run_dir / "locust.log"
     log.info("Workload: %d Locust writers and the sequential clients %s, %g writes/s, %s, at most %d s.", users,
              ", ".join(SEQUENTIAL_CLIENTS), writes_per_s,
@@ -134,7 +145,8 @@ def running(vantage: list[str], write_dsn: str, read_dsn: str, run_dir: Path, *,
             start("the Locust master" if workers else "Locust", master, out)
             for i in range(workers):
                 with open(run_dir / f"locust-worker-{i + 1}.log", "w") as wout:
-                    start(f"Locust worker {i + 1}", [*locust, "--worker", "--master-host", "127.0.0.1"], wout)
+                    start(f"Locust worker {i + 1}", [*locust, "--worker", "--master-host", "127.0.0.1",
+                                                     "--master-port", str(port)], wout)
         yield Workload(procs[0], history_dir, log_file)
     except KeyboardInterrupt:
         grace = INTERRUPTED_GRACE_S

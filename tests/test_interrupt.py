@@ -22,9 +22,7 @@ from deployer.paths import REPO
 from deployer.spec import load_spec
 from deployer.state import StackState
 from deployer.wait import wait_until
-
-#: Locust's master listens on its default port: one drill run at a time, also under xdist.
-pytestmark = pytest.mark.xdist_group("locust")
+from load import runner
 
 #: The drill run: argv[1] the state root, argv[2] the reports dir. Its stack records SSH commands in
 #: ``<reports>/ssh.log``; its hold waits for ever with the fault on.
@@ -42,6 +40,7 @@ from deployer.patroni import Member
 from deployer.spec import load_spec
 from deployer.state import StackState
 from deployer.wait import wait_until
+from load import runner
 from load import runner
 
 SPEC, REPORTS = load_spec(), Path(sys.argv[2])
@@ -176,3 +175,21 @@ def test_after_kill_9_another_process_heals_the_fault_and_ends_the_helpers_left_
                s.endswith(": sent SIGCONT and started it.") for s in sentences), sentences
     assert any(s.startswith("The Locust master of a drill's workload") for s in sentences), sentences
     assert journal.entries(state) == [] and not any(journal.runs(e) for e in locust)
+
+
+def test_two_workloads_on_one_machine_never_share_a_locust_master_port(tmp_path, monkeypatch):
+    """A drill and the unit tests (or two drills) ran Locust at once here: the second master failed to
+    bind 127.0.0.1:5557 and its workers waited for the first one's."""
+    started = []
+
+    class Proc:
+        pid, returncode = 0, 0
+        poll = lambda self: 0  # noqa: E731 - already ended: nothing to stop
+
+    monkeypatch.setattr(runner.subprocess, "Popen", lambda argv, **_: started.append(argv) or Proc())
+    with runner.running([], "dsn", "dsn", tmp_path / "a", workers=2), \
+            runner.running([], "dsn", "dsn", tmp_path / "b", workers=2):
+        pass
+    ports = [argv[argv.index(flag) + 1] for argv in started
+             for flag in ("--master-bind-port", "--master-port") if flag in argv]
+    assert len(ports) == 6 and len(set(ports[:3])) == 1 and len(set(ports[3:])) == 1 and ports[0] != ports[3]
