@@ -1,7 +1,7 @@
 """``deployer``: stand up, inspect and tear down the staged HA PostgreSQL stack.
 
     deployer up     [--target local|azure] [--spec FILE] [--name NAME] [--from STAGE] [--until STAGE]
-                    [--force STAGE|all ...] [--what-if]
+                    [--force STAGE|all ...] [--what-if] [--replace]
     deployer status [--name NAME] [--json]
     deployer down   [--name NAME] [--target local|azure]
     deployer image  [--spec FILE]
@@ -43,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     upp.add_argument("--until", choices=STAGES, default="verify", help="stop after this stage")
     upp.add_argument("--force", action="append", default=[], choices=(*STAGES, "all"), metavar="STAGE",
                      help="re-run this stage (repeatable; `all`: every one) even when it is done and still valid")
-    upp.add_argument("--what-if", action="store_true", help="show what provision would change; create nothing")
+    upp.add_argument("--what-if", action="store_true",
+                     help="print the plan (each change and its impact; on azure also ARM's what-if); change nothing")
+    upp.add_argument("--replace", action="store_true",
+                     help="allow a plan that re-creates the cluster and its data (refused without it)")
     for name, text in (("status", "stages, Patroni roles, lag, load balancer members"), ("down", "tear everything down")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--name", help="stack name (default: the default spec's name)")
@@ -76,12 +79,12 @@ def cmd_up(args) -> int:
     state, target = stages.open_stack(name, args.target, spec, args.spec)
     if args.what_if:
         target.preflight()
-        for line in target.what_if():
-            console.print(line)
+        for line in stages.what_if(state, target):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         return 0
     with console.status(f"[bold]deploying {name} on {args.target}") as spinner:
         stages.up(state, target, from_stage=args.from_stage, until=args.until, force=args.force,
-                  progress=lambda msg: spinner.update(f"[bold]{name}[/]: {msg}"))
+                  replace=args.replace, progress=lambda msg: spinner.update(f"[bold]{name}[/]: {msg}"))
     _print_status(status.collect(state, target))
     return 0
 
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"up": cmd_up, "status": cmd_status, "down": cmd_down, "image": cmd_image,
                 "break": cmd_break, "heal": cmd_heal}[args.command](args)
     except (SpecError, TargetError) as exc:
-        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: the state records where it stopped; `deployer up` resumes, "

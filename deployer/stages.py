@@ -30,6 +30,7 @@ from typing import Callable, Iterable
 
 from deployer import patroni, rolling
 from deployer.configure import run_playbook
+from deployer.leftover_faults import check_nodes_answer, heal_leftovers
 from deployer.plan import Plan, plan
 from deployer.netprobe import tcp
 from deployer.paths import ANSIBLE_DIR, REPO, SUITES, run_reports
@@ -252,6 +253,9 @@ def up(state: StackState, target: Target, *, from_stage: str | None = None, unti
     if beyond:
         raise TargetError(f"--force {' '.join(beyond)}: after --until {until}, so nothing would run it")
     target.preflight()
+    if state.done("provision"):  # a run that died may have left a fault on: end it before planning
+        for sentence in heal_leftovers(state, target):
+            log.info("%s", sentence)
     found = current_plan(state, target)
     if found:
         for line in found.lines():
@@ -292,7 +296,9 @@ def up(state: StackState, target: Target, *, from_stage: str | None = None, unti
 
 
 def _configure(target: Target, secrets: Secrets, progress: Callable[[str], None]) -> dict:
-    """Ansible, then the rolling restart of every member Patroni reports pending one."""
+    """Every node answers (or says which does not), Ansible, then the rolling restart of every member
+    Patroni reports pending one."""
+    check_nodes_answer(target)
     result = run_playbook(target, secrets, progress)
     log.info("Ansible converged: %d task(s) changed (%s).", result["changed"],
              ", ".join(f"{h}: {n}" for h, n in sorted(result["changed_by_host"].items())) or "none")

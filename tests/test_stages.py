@@ -27,6 +27,7 @@ class Fake(Target):
     scope = SPEC.patroni.scope
     healthy = True
     pending: list[str] = []
+    faults_left: list[str] = []
     preflight = lambda self: None  # noqa: E731
     security_rules = leftovers = lambda self: []
     ansible_vars = lambda self: {}  # noqa: E731
@@ -71,6 +72,8 @@ def stack(tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "run_playbook", lambda *a: ran.append("configure") or {"changed": 0, "changed_by_host": {}})
     monkeypatch.setattr(stages, "verify", lambda name: ran.append("verify") or {})
     monkeypatch.setattr(stages, "_pending", lambda t: list(t.pending))
+    monkeypatch.setattr(stages, "check_nodes_answer", lambda t: None)
+    monkeypatch.setattr(stages, "heal_leftovers", lambda state, t: [f"healed {f}" for f in t.faults_left])
     monkeypatch.setattr(stages, "_what_is_lost", lambda t: "the cluster")
     monkeypatch.setattr(stages.rolling, "restart_pending", lambda t, *a: [f"restarted {n}" for n in t.pending])
     stages.up(target.state, target)
@@ -207,3 +210,10 @@ def test_the_cli_passes_repeated_force_options():
     assert _parser().parse_args(["up"]).force == []
     with pytest.raises(SystemExit):
         _parser().parse_args(["up", "--force", "everything"])
+
+
+def test_up_heals_what_a_dead_run_left_before_it_plans_and_says_so(stack, caplog):
+    stack.faults_left = ["Patroni on pg1 frozen"]
+    with caplog.at_level(logging.INFO, "deployer"):
+        stages.up(stack.state, stack, until="attach")
+    assert caplog.messages[0] == "healed Patroni on pg1 frozen" and caplog.messages[1].startswith("Plan: ")
