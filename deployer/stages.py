@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from deployer import patroni, rolling
+from deployer import patroni, rolling, scaling
 from deployer.configure import run_playbook
 from deployer.leftover_faults import check_nodes_answer, heal_leftovers
 from deployer.plan import Plan, plan
@@ -36,6 +36,7 @@ from deployer.netprobe import tcp
 from deployer.paths import ANSIBLE_DIR, REPO, SUITES, run_reports
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec, check_for_target
+from deployer.stack import Stack
 from deployer.state import STAGES, StackState
 from deployer.targets import Target, TargetError, get
 
@@ -268,6 +269,8 @@ def up(state: StackState, target: Target, *, from_stage: str | None = None, unti
             target.teardown()
             state.stages.clear()
             from_stage = None
+        elif leaving := [c.path.split(".", 1)[1] for c in found.of("remove node")]:
+            scaling.retire(Stack(deployed_spec(state), state), leaving)
     state.save()
     secrets = Secrets(state.dir)
     first = STAGES.index(from_stage) if from_stage else 0

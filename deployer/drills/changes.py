@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -87,8 +88,8 @@ class SpecChange:
     def hold(self, stack: Stack, workload: Workload, leader: str, victim: str, budget_s: float) -> None:
         """The change is applied, as the module says; then writes flow for a loop."""
         changed: StackSpec = self.seen["spec"]
-        problems = [] if f"1 {self.impact}" in self.seen["log"] else [
-            f"up's plan did not classify the change as {self.impact!r}: {self.seen['log'][:600]}"]
+        problems = [] if re.search(rf"Plan: (\d+) change\(s\): \1 {self.impact}\.", self.seen["log"]) else [
+            f"up's plan did not classify the change as {self.impact!r} alone: {self.seen['log'][:600]}"]
         problems += pending_restarts({n.name: patroni.get(stack.target, n.name, "/patroni") for n in stack.spec.nodes})
         problems += self.applied(stack, changed)
         if (now := _system_id(stack)) != self.seen["system_id"]:
@@ -119,6 +120,24 @@ def haproxy_checks_applied(stack: Stack, changed: StackSpec) -> list[str]:
             for server, row in rows.items() if (row.get("check_fall"), row.get("check_rise")) != want]
 
 
+def members_applied(stack: Stack, changed: StackSpec) -> list[str]:
+    """Patroni, etcd and the load balancer each report exactly ``changed``'s nodes: every replica
+    streaming, every etcd member started, every pool member healthy."""
+    want = sorted(n.name for n in changed.nodes)
+    members = patroni.cluster(stack.target)
+    etcd = sorted(m.get("name", "") for m in stack.etcdctl(stack.spec.nodes[0].name, "member", "list")["members"])
+    pool = sorted(m.node for m in stack.target.backend_pool() if m.healthy)
+    seen = {"Patroni's streaming members": sorted(m.name for m in members if m.state in ("running", "streaming")),
+            "etcd's started members": etcd, "the load balancer's healthy members": pool}
+    return [f"{what} are {names}, the spec's nodes are {want}" for what, names in seen.items() if names != want]
+
+
+def _more_nodes(spec: StackSpec, count: int) -> dict:
+    last = max(n.address for n in spec.nodes)
+    return {"nodes": [n.model_dump(mode="json") for n in spec.nodes]
+            + [{"name": f"pg{len(spec.nodes) + i}", "address": str(last + i)} for i in range(1, count + 1)]}
+
+
 def _parameters(spec: StackSpec, **more: str) -> dict:
     return {"postgres": {"parameters": {**spec.postgres.parameters, **more}}}
 
@@ -129,5 +148,6 @@ CHANGES: tuple[SpecChange, ...] = (
                "rolling restart", settings_applied),
     SpecChange("haproxy", lambda s: {"haproxy": {"check_fall": s.haproxy.check_fall + 1}}, "in place",
                haproxy_checks_applied),
+    SpecChange("scale-out-in", lambda s: _more_nodes(s, 2), "add node", members_applied),
 )
 

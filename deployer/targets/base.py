@@ -160,6 +160,12 @@ class Target(abc.ABC):
         balancer reports every node as a healthy member (``wait_pool_healthy``). Idempotent; never
         takes out a member that is there."""
 
+    def detach(self, node: str) -> None:
+        """Day two's scale in: take ``node`` out of the load balancer's backend pool (new clients stop
+        reaching it; established flows end), before the node leaves the cluster. Idempotent. Targets
+        that cannot yet raise ``TargetError`` saying so, before anything changed."""
+        raise TargetError(f"target {self.name} cannot take a node out of the load balancer's pool (scale in)")
+
     # ----- read-backs: what the platform reports -----
 
     #: Worst-case seconds one ``backend_pool()`` call takes; waits on the pool allow for it.

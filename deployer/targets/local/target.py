@@ -177,6 +177,10 @@ class LocalTarget(Target):
                 lb.add_member(self.spec, self.lb_dir, node.name, str(node.address))
         self.wait_pool_healthy()
 
+    def detach(self, node: str) -> None:
+        log.info("Taking %s out of the load balancer's backend pool.", node)
+        lb.remove_member(self.spec, self.lb_dir, node)
+
     # ----- read-backs -----
 
     def security_rules(self) -> list[RuleInForce]:
