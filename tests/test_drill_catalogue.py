@@ -14,7 +14,7 @@ from deployer.drills.catalogue import CATALOGUE
 from deployer.drills.observer import Observations
 from deployer.spec import load_spec
 from deployer.state import StackState
-from deployer.targets.base import CAPABILITIES
+from deployer.targets.base import CAPABILITIES, TargetError
 
 SPEC = load_spec()
 
@@ -68,7 +68,7 @@ class FakeTarget:
     def start_vm(self, node):
         self.calls.append(("start", node))
         if node == self.fail_start:
-            raise nemesis.TargetError(f"{node} did not start")
+            raise TargetError(f"{node} did not start")
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +107,7 @@ def test_etcd_is_stopped_on_a_majority_starting_with_the_victim_and_started_on_a
 
 def test_a_crashed_cluster_starts_every_vm_even_when_one_start_fails():
     stack = FakeStack(FakeTarget(fail_start="pg3"))
-    with pytest.raises(nemesis.TargetError, match="pg3 did not start"), nemesis.crashed_cluster(stack, "pg2"):
+    with pytest.raises(TargetError, match="pg3 did not start"), nemesis.crashed_cluster(stack, "pg2"):
         pass
     assert stack.target.calls == [("crash", "pg2"), ("crash", "pg1"), ("crash", "pg3"),
                                   ("start", "pg3"), ("start", "pg1"), ("start", "pg2")]

@@ -16,12 +16,8 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import ContextManager
 
-import requests
-
-from deployer import journal
-from deployer.inventory import role_defaults
+from deployer import journal, patroni
 from deployer.stack import Stack
-from deployer.targets import TargetError
 
 log = logging.getLogger("deployer.nemesis")
 
@@ -152,10 +148,6 @@ def crashed_vm(stack: Stack, node: str) -> ContextManager[None]:
 def switchover(stack: Stack, node: str) -> Iterator[None]:
     """Planned switchover away from the leader ``node`` (Patroni ``POST /switchover``, authenticated;
     Patroni picks the healthiest replica). Nothing to heal: the cluster stays whole."""
-    user = role_defaults()["patroni"]["patroni_restapi_username"]
     log.info("Fault: planned switchover away from %s.", node)
-    resp = requests.post(f"{stack.target.patroni_url(node)}/switchover", json={"leader": node},
-                         auth=(user, stack.secrets["rest_api"]), timeout=30)
-    if resp.status_code != 200:
-        raise TargetError(f"Patroni refused the switchover away from {node}: {resp.status_code} {resp.text.strip()}")
+    patroni.post(stack.target, node, "/switchover", {"leader": node}, stack.secrets["rest_api"], timeout=30)
     yield
