@@ -151,7 +151,7 @@ def test_up_after_a_run_that_died_cleans_the_leftovers_first(deployed):
     StackState.path_for(NAME).unlink()
     proc = deployer("up", "--name", NAME, "--spec", str(CI_SPEC))
     log = " ".join(proc.stderr.split())
-    assert "left resources behind; tearing them down first" in log, log[-2000:]
+    assert "left resources behind and was never deployed; tearing them down first" in log, log[-2000:]
     status = json.loads(deployer("status", "--name", NAME, "--json").stdout)
     assert sorted(n["role"] for n in status["nodes"]) == ["leader", "replica", "replica"], status["nodes"]
     assert all(m["healthy"] for m in status["load_balancer"]["members"]), status["load_balancer"]
