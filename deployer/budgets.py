@@ -129,5 +129,11 @@ class Budgets:
         """Deadline for a healthy cluster (one leader, every replica streaming, lag 0) from a whole one."""
         return 2 * self.spec.patroni.ttl
 
+    @property
+    def failover_ready_s(self) -> float:
+        """Deadline for Patroni's reports to show a ready failover: every member publishes its state
+        (tags, WAL position) and the leader its last LSN once a loop, so two loops and the read-backs."""
+        return 2 * self.spec.patroni.loop_wait + 2 * self.readback_latency_s
+
     rejoin_s: float = REJOIN_S
     replica_visible_s: float = REPLICA_VISIBLE_S

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -26,8 +27,9 @@ class Member:
     pending_restart: bool = False
 
 
-def cluster(target: Target, timeout: float = 3.0) -> list[Member]:
-    """The members, asking each node in turn until one answers (any member knows the whole cluster)."""
+def cluster_view(target: Target, timeout: float = 3.0) -> dict:
+    """``GET /cluster`` as Patroni answers it, asking each node in turn until one answers (any member
+    knows the whole cluster); ConnectionError naming every node's failure otherwise."""
     errors = []
     for node in target.spec.nodes:
         try:
@@ -36,8 +38,13 @@ def cluster(target: Target, timeout: float = 3.0) -> list[Member]:
         except requests.RequestException as exc:
             errors.append(f"{node.name}: {exc}")
             continue
-        return [_member(m) for m in resp.json().get("members", [])]
+        return resp.json()
     raise ConnectionError("no Patroni REST API answered: " + "; ".join(errors))
+
+
+def cluster(target: Target, timeout: float = 3.0) -> list[Member]:
+    """The members (``cluster_view``)."""
+    return [_member(m) for m in cluster_view(target, timeout).get("members", [])]
 
 
 def _member(m: dict) -> Member:
@@ -70,3 +77,15 @@ def post(target: Target, node: str, path: str, body: dict, password: str, timeou
     if resp.status_code != 200:
         raise TargetError(f"{node}'s Patroni refused POST {path} {body}: {resp.status_code} {resp.text.strip()}")
     return resp.text.strip()
+
+
+def statuses(target: Target, timeout: float = 3.0) -> dict[str, dict | None]:
+    """Every node's own ``GET /patroni``, asked in parallel; ``None`` for a node that does not answer."""
+    def ask(node: str) -> dict | None:
+        try:
+            return get(target, node, "/patroni", timeout)
+        except requests.RequestException:
+            return None
+    names = [n.name for n in target.spec.nodes]
+    with ThreadPoolExecutor(len(names)) as pool:
+        return dict(zip(names, pool.map(ask, names)))
