@@ -4,7 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NAME ?= pgha
 DEBS := systemd-container debootstrap nftables iproute2 openssh-client
+# The headless browser the report's test renders report.html with (without its recommends).
+BROWSER_DEBS := chromium
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# One directory per invocation of `make test` or `make drill`: every pytest run it starts (the
+# detection run's many) writes reports/<target>-<time>/<run id>/ (deployer/paths.py).
+STAMP := $(shell date +%Y%m%d-%H%M%S)
+drill test: export PGHA_INVOCATION_DIR = reports/$@-$(STAMP)
 
 .PHONY: drill test unit e2e deps venv checkov image bench-deploy lint down clean mutation bench-smoke bench-failover
 
@@ -21,10 +27,16 @@ test: deps venv checkov image
 unit: venv
 	$(PY) -m pytest tests -m "not e2e" -p no:cacheprovider -q
 
+# $(call install_debs,PACKAGES,APT-GET OPTIONS): install those of PACKAGES not installed yet.
+define install_debs
+@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+if [ -n "$$missing" ]; then echo "installing Debian packages: $$missing"; \
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) $$missing; fi
+endef
+
 deps:
-	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then echo "installing Debian packages: $$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	$(call install_debs,$(DEBS),)
+	$(call install_debs,$(BROWSER_DEBS),--no-install-recommends)
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml

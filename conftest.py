@@ -19,7 +19,7 @@ import pytest
 from deployer.paths import in_suites, point_latest, run_reports
 from deployer.wait import MULTIPLIER_ENV
 
-pytest_plugins = ["suites.fixtures", "pytester"]  # pytester: the unit tests of the suites' own hooks
+pytest_plugins = ["suites.fixtures", "suites.report_hooks", "pytester"]  # pytester: the unit tests of the suites' own hooks
 
 MARKERS = {
     "smoke": "fast read-only checks right after a deploy (`pytest -m smoke --stack NAME`)",

@@ -22,13 +22,24 @@ REPORTS = REPO / "reports"
 #: Environment variable naming the current run (set by the suites' controller, inherited by xdist
 #: workers and by the deployers a run starts), so every process writes into one ``reports/<run id>/``.
 RUN_ENV = "PGHA_RUN_ID"
+#: Environment variable naming the directory of one invocation (``make test``, ``make drill``, a
+#: pipeline run; relative to the repository or absolute): every run it starts, however many inner
+#: pytest runs, writes ``<that directory>/<run id>/`` instead of ``reports/<run id>/``.
+INVOCATION_ENV = "PGHA_INVOCATION_DIR"
+#: Every run's drill figures, one JSON line per run and drill, kept across invocations.
+HISTORY = REPORTS / "history.jsonl"
+
+
+def runs_dir() -> Path:
+    """Where run directories are made: the invocation's directory (``INVOCATION_ENV``), else ``reports/``."""
+    return Path(REPO, os.environ[INVOCATION_ENV]) if os.environ.get(INVOCATION_ENV) else REPORTS
 
 
 def run_reports() -> Path:
-    """``reports/<run id>/`` of this run (a new id when none is set), created on demand: JUnit XML,
+    """``<runs_dir()>/<run id>/`` of this run (a new id when none is set), created on demand: JUnit XML,
     the HTML page, drill records and histories, log bundles of failed tests."""
     run_id = os.environ.setdefault(RUN_ENV, f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    path = REPORTS / run_id
+    path = runs_dir() / run_id
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -40,7 +51,9 @@ def in_suites(args: list[str], cwd: Path) -> bool:
 
 
 def point_latest(run_dir: Path) -> None:
-    """Make ``reports/latest`` point at ``run_dir``."""
+    """Make ``reports/latest`` point at the invocation's directory when ``INVOCATION_ENV`` names one,
+    else at ``run_dir``."""
+    REPORTS.mkdir(exist_ok=True)
     latest = REPORTS / "latest"
     latest.unlink(missing_ok=True)
-    latest.symlink_to(run_dir.name)
+    latest.symlink_to(os.path.relpath(runs_dir() if os.environ.get(INVOCATION_ENV) else run_dir, REPORTS))

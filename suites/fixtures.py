@@ -15,7 +15,7 @@ import pytest
 import pytest_html
 from filelock import FileLock
 
-from deployer.drills import report
+from deployer.drills import report, summary
 from deployer.leftover_faults import heal_leftovers
 from deployer.paths import RUN_ENV, in_suites, run_reports
 from deployer.spec import DEFAULT_SPEC, load_spec
@@ -50,13 +50,15 @@ def _up(name: str) -> bool:
 
 def _attached(config, name: str) -> Stack:
     """``Stack.attach(name)``, after healing what runs that died left on it (``heal_leftovers``),
-    each sentence on the terminal (also under output capture) and in the log."""
+    each sentence on the terminal (also under output capture) and in the log; the versions its
+    platform reports are saved once per run for the report's summary (``summary.save_facts``)."""
     attached = Stack.attach(name)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     for sentence in heal_leftovers(attached.state, attached.target, stack=attached):
         log.warning("%s", sentence)
         if reporter is not None:
             reporter.write_line(f"{name}: {sentence}", yellow=True)
+    summary.save_facts(attached, run_reports())
     return attached
 
 

@@ -492,3 +492,46 @@ def test_provision_shows_the_plan_and_replaces_only_when_the_run_allows_it(tmp_p
     returned, calls = run_step(step, tmp_path, plan)
     base = 'up --target azure --name ci7 --spec /tmp/spec.yaml'
     assert (returned, calls) == (code, [f"{base} --what-if", f"{base} {up}"])
+
+
+def history_problems(chaos: list[dict]) -> list[str]:
+    """How the Chaos job fails to keep ``reports/history.jsonl`` between nightly runs: it must
+    download the newest tagged ``drill-history`` (failed runs too) into reports/ before the drills,
+    and publish it and tag the run after them, also after a failure."""
+    names = [s.get("displayName", "") for s in chaos]
+    drills = names.index("pytest -m chaos (drills)")
+    download = [(i, s) for i, s in enumerate(chaos) if s.get("task") == "DownloadPipelineArtifact@2"]
+    publish = [(i, s) for i, s in enumerate(chaos) if s.get("task") == "PublishPipelineArtifact@1"
+               and s["inputs"].get("artifact") == "drill-history"]
+    tag = [i for i, s in enumerate(chaos) if "##vso[build.addbuildtag]drill-history" in script(s)]
+    problems = []
+    if not download or download[0][0] > drills:
+        problems.append("the history is not downloaded before the drills")
+    elif {k: download[0][1]["inputs"].get(k) for k in ("artifact", "tags", "allowFailedBuilds")} != {
+            "artifact": "drill-history", "tags": "drill-history", "allowFailedBuilds": True}:
+        problems.append(f"the download is not the newest tagged drill-history: {download[0][1]['inputs']}")
+    elif not download[0][1]["inputs"]["path"].endswith("/reports"):
+        problems.append("the history is not downloaded into reports/")
+    if not publish or publish[0][0] < drills or not publish[0][1]["inputs"]["targetPath"].endswith("reports/history.jsonl"):
+        problems.append("reports/history.jsonl is not published after the drills")
+    if not tag or tag[0] < drills:
+        problems.append("the run is not tagged drill-history after the drills")
+    problems += [f"{names[i]} is skipped after a failure" for i in [*(i for i, _ in publish), *tag]
+                 if "always()" not in chaos[i].get("condition", "")]
+    return problems
+
+
+def test_the_chaos_stage_keeps_the_drills_history_between_nightly_runs(stages):
+    assert history_problems(steps(stages["Chaos"])) == []
+
+
+def test_the_history_check_finds_a_history_not_carried_over(stages):
+    """Negative control: without the download the history would restart every night; published
+    only on success, a failed night's figures would be lost."""
+    chaos = steps(stages["Chaos"])
+    without_download = [s for s in chaos if s.get("task") != "DownloadPipelineArtifact@2"]
+    assert history_problems(without_download) == ["the history is not downloaded before the drills"]
+    only_on_success = [{**s, "condition": "succeeded()"} if s.get("inputs", {}).get("artifact") == "drill-history"
+                       and s.get("task") == "PublishPipelineArtifact@1" else s for s in chaos]
+    assert history_problems(only_on_success) == [
+        "Publish the drills' history for the next nightly run is skipped after a failure"]

@@ -52,41 +52,54 @@ def collect_logs(stack: Stack, bundle: Path) -> None:
                 path.write_text(f"could not collect: {exc}\n")
 
 
-def plot_timeline(history: list[Op], fault_at: float, heal_at: float | None, gap: GapVerdict, path: Path,
-                  title: str, marks: dict[str, float] | None = None,
-                  leaders: list[tuple[float, str | None]] | None = None) -> Path:
-    """Write ``path`` (PNG): stacked ok/fail/unknown writes per second through the frontend, seconds
-    relative to the fault; ``marks`` (label -> time: the gap's parts) as dotted lines, ``leaders``
-    (time, holder) as the leader key's changes along the top."""
+#: Colours of the gap's parts as dotted lines (in ``GAP_PARTS`` order), and of the leader key's changes.
+MARK_COLOURS = ("#6d597a", "#b5838d", "#355070", "#e56b6f")
+LEADER_COLOUR = "#264653"
+
+
+def timeline_figure(history: list[Op], fault_at: float, heal_at: float | None, gap: GapVerdict, title: str,
+                    marks: dict[str, float] | None = None,
+                    leaders: list[tuple[float, str | None]] | None = None) -> plt.Figure:
+    """The timeline as a figure drawn for the width the report shows it at (900 px): stacked
+    ok/fail/unknown writes per second through the frontend, seconds relative to the fault; the
+    fault, the heal, ``marks`` (label -> time: the gap's parts) and ``leaders`` (time, holder: the
+    leader key's changes) as vertical lines named only in the legend, beside the axes, so no label
+    lies on the bars, on another label or on the legend."""
     series = throughput([op for op in history if op.client in FRONTEND], 1.0)
     xs = [b.start - fault_at for b in series.buckets]
-    fig, ax = plt.subplots(figsize=(10, 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 3.4), dpi=100)
     ok = [b.ok for b in series.buckets]
     fail = [b.fail for b in series.buckets]
     ax.bar(xs, ok, width=1.0, align="edge", color="#2a9d8f", label="ok")
     ax.bar(xs, fail, width=1.0, align="edge", bottom=ok, color="#e76f51", label="failed")
     ax.bar(xs, [b.unknown for b in series.buckets], width=1.0, align="edge",
            bottom=[o + f for o, f in zip(ok, fail)], color="#e9c46a", label="unknown")
-    ax.axvline(0, color="black", linestyle="--", linewidth=1)
-    ax.annotate("fault", (0, 1), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points")
-    if heal_at is not None:
-        ax.axvline(heal_at - fault_at, color="#264653", linestyle=":", linewidth=1)
-        ax.annotate("heal", (heal_at - fault_at, 1), xycoords=("data", "axes fraction"), xytext=(3, -24),
-                    textcoords="offset points")
-    for i, (label, at) in enumerate(sorted((marks or {}).items(), key=lambda m: m[1])):
-        ax.axvline(at - fault_at, color="#6d597a", linestyle=":", linewidth=1)
-        ax.annotate(label.replace("_", " "), (at - fault_at, 1), xycoords=("data", "axes fraction"),
-                    xytext=(3, -36 - 11 * i), textcoords="offset points", fontsize=7, color="#6d597a")
-    for at, holder in leaders or []:
-        ax.annotate(f"leader {holder}", (at - fault_at, 1), xycoords=("data", "axes fraction"), xytext=(0, 4),
-                    textcoords="offset points", fontsize=7, rotation=30, color="#264653")
-    ax.axvspan(gap.gap_start - fault_at, gap.gap_end - fault_at, color="#e76f51", alpha=0.12, zorder=0,
+    ax.axvspan(gap.gap_start - fault_at, gap.gap_end - fault_at, color="#e76f51", alpha=0.15, zorder=0,
                label=f"write gap {gap.gap_s:.1f} s")
-    ax.set_xlabel("seconds since the fault")
-    ax.set_ylabel("writes per second")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.axvline(0, color="black", linestyle="--", linewidth=1.2, label="fault")
+    if heal_at is not None:
+        ax.axvline(heal_at - fault_at, color="black", linestyle="-.", linewidth=1.2,
+                   label=f"heal +{heal_at - fault_at:.1f} s")
+    for i, (label, at) in enumerate(sorted((marks or {}).items(), key=lambda m: m[1])):
+        ax.axvline(at - fault_at, color=MARK_COLOURS[i % len(MARK_COLOURS)], linestyle=":", linewidth=1.6,
+                   label=f"{label.replace('_', ' ')} {at - fault_at:+.1f} s")
+    for at, holder in leaders or []:
+        ax.axvline(at - fault_at, color=LEADER_COLOUR, linestyle=(0, (1, 3)), linewidth=1,
+                   label=f"leader {holder} {at - fault_at:+.1f} s")
+    ax.set_xlabel("seconds since the fault", fontsize=10)
+    ax.set_ylabel("writes per second", fontsize=10)
+    ax.tick_params(labelsize=9)
+    ax.set_title(title, fontsize=10, loc="left", wrap=True)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0)
     fig.tight_layout()
+    return fig
+
+
+def plot_timeline(history: list[Op], fault_at: float, heal_at: float | None, gap: GapVerdict, path: Path,
+                  title: str, marks: dict[str, float] | None = None,
+                  leaders: list[tuple[float, str | None]] | None = None) -> Path:
+    """Write ``path`` (PNG): ``timeline_figure`` of these arguments."""
+    fig = timeline_figure(history, fault_at, heal_at, gap, title, marks, leaders)
     fig.savefig(path)
     plt.close(fig)
     return path
