@@ -10,14 +10,14 @@ import html
 import json
 from pathlib import Path
 
-import matplotlib
+from typing import TYPE_CHECKING
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+from deployer.drills.checkers import FRONTEND, GapVerdict, throughput
+from deployer.stack import Stack
+from load.history import Op
 
-from deployer.drills.checkers import FRONTEND, GapVerdict, throughput  # noqa: E402
-from deployer.stack import Stack  # noqa: E402
-from load.history import Op  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: What a log bundle holds from each node: file label -> command run as root there.
 NODE_LOGS = {
@@ -52,6 +52,17 @@ def collect_logs(stack: Stack, bundle: Path) -> None:
                 path.write_text(f"could not collect: {exc}\n")
 
 
+def pyplot():
+    """matplotlib's pyplot drawing to files only (Agg), imported on first use: importing it costs
+    most of a second, which every ``pytest -m smoke`` would pay for plots it never draws."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
 #: Colours of the gap's parts as dotted lines (in ``GAP_PARTS`` order), and of the leader key's changes.
 MARK_COLOURS = ("#6d597a", "#b5838d", "#355070", "#e56b6f")
 LEADER_COLOUR = "#264653"
@@ -59,7 +70,7 @@ LEADER_COLOUR = "#264653"
 
 def timeline_figure(history: list[Op], fault_at: float, heal_at: float | None, gap: GapVerdict, title: str,
                     marks: dict[str, float] | None = None,
-                    leaders: list[tuple[float, str | None]] | None = None) -> plt.Figure:
+                    leaders: list[tuple[float, str | None]] | None = None) -> Figure:
     """The timeline as a figure drawn for the width the report shows it at (900 px): stacked
     ok/fail/unknown writes per second through the frontend, seconds relative to the fault; the
     fault, the heal, ``marks`` (label -> time: the gap's parts) and ``leaders`` (time, holder: the
@@ -67,7 +78,7 @@ def timeline_figure(history: list[Op], fault_at: float, heal_at: float | None, g
     lies on the bars, on another label or on the legend."""
     series = throughput([op for op in history if op.client in FRONTEND], 1.0)
     xs = [b.start - fault_at for b in series.buckets]
-    fig, ax = plt.subplots(figsize=(9, 3.4), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(9, 3.4), dpi=100)
     ok = [b.ok for b in series.buckets]
     fail = [b.fail for b in series.buckets]
     ax.bar(xs, ok, width=1.0, align="edge", color="#2a9d8f", label="ok")
@@ -101,7 +112,7 @@ def plot_timeline(history: list[Op], fault_at: float, heal_at: float | None, gap
     """Write ``path`` (PNG): ``timeline_figure`` of these arguments."""
     fig = timeline_figure(history, fault_at, heal_at, gap, title, marks, leaders)
     fig.savefig(path)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
 
 

@@ -16,11 +16,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from deployer.drills.report import pyplot
 
 #: Previous runs of a drill the regression rule needs before it judges.
 MIN_PREVIOUS = 5
@@ -113,6 +109,7 @@ def plot_trend(judged: list[Trend], path: Path) -> Path:
     one (the last point: red and ringed when a regression), the previous runs' p95 dashed where judged."""
     cols = min(3, max(1, len(judged)))
     rows = -(-len(judged) // cols) or 1
+    plt = pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.1 * rows), dpi=100, squeeze=False)
     for ax, t in zip(axes.flat, judged):
         ys = [*t.previous, t.figure]
@@ -125,7 +122,7 @@ def plot_trend(judged: list[Trend], path: Path) -> Path:
         ax.set_title(f"{t.drill}{' REGRESSION' if t.regression else ''}", fontsize=9,
                      color="#d62828" if t.regression else "black")
         ax.tick_params(labelsize=7)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylim(bottom=0, top=max(ys + [t.p95 or 0]) * 1.25 or 1)
     for ax in list(axes.flat)[len(judged):]:
         ax.axis("off")
