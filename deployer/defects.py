@@ -27,6 +27,8 @@ from deployer.targets.local.network import Layout
 from deployer.wait import wait_until
 
 log = logging.getLogger("deployer.defects")
+#: Patroni's configuration file on every node (the patroni role writes it).
+PATRONI_CONFIG = "/etc/patroni/patroni.yml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +61,16 @@ def _open_postgres(stack: Stack) -> None:
          f'tcp dport {spec.ports.postgres} accept comment "added by hand"'], netns=target.layout.vnet)
 
 
+def _open_etcd_to_the_network(stack: Stack) -> None:
+    target, spec = _local(stack), stack.spec
+    run(["nft", "insert", "rule", "inet", nsg.TABLE, "forward", f'oifname "br0" ip daddr {spec.network.subnet_cidr} '
+         f'ip saddr {spec.network.vnet_cidr} tcp dport {spec.ports.etcd_client} accept comment "added by hand"'],
+        netns=target.layout.vnet)
+
+
 def _without_etcd_peer(stack: Stack) -> None:
     spec = stack.spec
-    rules = [r.model_copy(update={"ports": [p for p in r.ports if p != "etcd_peer"]}) if r.name == "allow-cluster" else r
+    rules = [r.model_copy(update={"ports": [p for p in r.ports if p != "etcd_peer"]}) if "etcd_peer" in r.ports else r
              for r in spec.security_rules]
     _load_nsg(stack, spec.model_copy(update={"security_rules": rules}))
 
@@ -140,6 +149,23 @@ def _haproxy_check(listener: str, old: str, new: str) -> Callable[[Stack], None]
 def _health_monitor(old: str, new: str) -> Callable[[Stack], None]:
     """Change the prefix of the health frontend's ``monitor fail`` line from ``old`` to ``new``."""
     return _haproxy_edit(f"s|^    {old}monitor fail if|    {new}monitor fail if|")
+
+
+def _patroni_auth(comment: str, uncomment: str, status: int) -> Callable[[Stack], None]:
+    """On the second node, prefix Patroni's REST API credentials (``restapi.authentication``) with
+    ``comment`` where they are prefixed with ``uncomment``, reload Patroni, and wait until an unsafe
+    call without credentials whose body is no JSON gets ``status`` (400: it passed, 401: refused)."""
+    def edit(stack: Stack) -> None:
+        node = stack.spec.nodes[1].name
+        lines = "; ".join(f"s/^{indent}{uncomment}{key}:/{indent}{comment}{key}:/"
+                          for indent, key in (("  ", "authentication"), ("    ", "username"), ("    ", "password")))
+        stack.ssh(node, ["sudo", "sed", "-i", f"/^restapi:/,/^$/ {{ {lines} }}", PATRONI_CONFIG])
+        stack.ssh(node, ["sudo", "systemctl", "reload", "patroni"])
+        url = f"{stack.target.patroni_url(node)}/restart"
+        wait_until(f"{node}'s Patroni to answer POST /restart without credentials with {status}",
+                   lambda: requests.post(url, data="{", timeout=5).status_code, lambda seen: seen == status,
+                   timeout=stack.budgets.converge_s)
+    return edit
 
 
 def _lb_weights(weight: str) -> Callable[[Stack], None]:
@@ -272,6 +298,15 @@ CATALOGUE: tuple[Defect, ...] = (
             "test_settings.py::test_every_node_runs_the_settings_the_spec_sets",
             "test_patroni.py::test_the_dynamic_configuration_equals_the_spec_on_every_node"),
            "max_connections", _dcs_settings(1), _dcs_settings(0)),
+    Defect("nsg-network-reaches-etcd", "an NSG rule, added by hand, lets every host of the network reach etcd's "
+           "client port, where an unauthenticated write drives the cluster",
+           ("test_control_plane.py::test_from_a_neighbour_in_the_network_every_unsafe_call_is_refused",
+            "test_smoke.py::test_readbacks_satisfy_the_target_contract"),
+           "etcd's v3 API", _open_etcd_to_the_network, _restore_nsg),
+    Defect("patroni-rest-no-auth", "one node's Patroni REST API lost its credentials (restapi.authentication "
+           "commented out, Patroni reloaded): anyone reaching it may restart, switch over or reconfigure",
+           ("test_control_plane.py::test_from_a_neighbour_in_the_network_every_unsafe_call_is_refused",),
+           "Patroni's REST API on pg2", _patroni_auth("#", "", 400), _patroni_auth("", "#", 401)),
     Defect("hba-trust", "a node's pg_hba trusts the whole subnet",
            ("test_hosts.py::test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local",),
            "trust", _trust_in_hba, _untrust_hba),

@@ -21,8 +21,9 @@ from deployer.paths import DEFAULT_SPEC
 
 __all__ = ["DEFAULT_SPEC", "StackSpec", "SpecError", "load_spec", "parse_spec"]
 
-#: Source tags a rule may use instead of a CIDR; each target resolves them to what it has.
-SOURCE_TAGS = ("Internet", "VirtualNetwork", "AzureLoadBalancer", "Management", "Any")
+#: Source tags a rule may use instead of a CIDR; each target resolves them to what it has
+#: (``Subnet``: the cluster's own subnet, ``network.subnet_cidr``; ``VirtualNetwork``: the whole vnet).
+SOURCE_TAGS = ("Internet", "VirtualNetwork", "Subnet", "AzureLoadBalancer", "Management", "Any")
 #: Spellings of "every address", in a spec or as a platform reports it.
 ANY_SOURCES = frozenset({"*", "0.0.0.0/0", "::/0"})
 #: Sources that mean "anyone on the internet".
@@ -395,6 +396,20 @@ class StackSpec(Strict):
     def rule_ports(self, rule: SecurityRule) -> list[int]:
         """A rule's ports as numbers, sorted; empty means every port."""
         return sorted({p if isinstance(p, int) else getattr(self.ports, p) for p in rule.ports})
+
+    def admits(self, source_tag: str, address: str, port: int) -> bool:
+        """The spec's verdict on inbound TCP ``port`` from ``address`` (a host the targets know as
+        ``source_tag``, e.g. ``VirtualNetwork`` for any host of the network): the first matching rule
+        by priority decides, nothing matching means deny."""
+        for rule in sorted((r for r in self.security_rules if r.direction == "inbound"), key=lambda r: r.priority):
+            ports = self.rule_ports(rule)
+            if ports and port not in ports:
+                continue
+            network = self.network.subnet_cidr if rule.source == "Subnet" else (
+                None if rule.source in SOURCE_TAGS else ipaddress.ip_network(rule.source))
+            if rule.source in ("Any", "*", source_tag) or (network and ipaddress.ip_address(address) in network):
+                return rule.access == "allow"
+        return False
 
     def postgres_settings(self) -> dict[str, str]:
         """Every PostgreSQL setting the spec sets, by name as PostgreSQL spells it, with the value

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from deployer.spec import SOURCE_TAGS, StackSpec
-
 pytestmark = pytest.mark.acceptance
-
-
-def allowed(spec: StackSpec, source_tag: str, address: str, port: int) -> bool:
-    """The spec's verdict for inbound TCP ``port`` from ``address`` (known as ``source_tag``):
-    the first matching rule by priority decides, nothing matching means deny."""
-    for rule in sorted((r for r in spec.security_rules if r.direction == "inbound"), key=lambda r: r.priority):
-        ports = spec.rule_ports(rule)
-        if ports and port not in ports:
-            continue
-        if rule.source in ("Any", "*", source_tag) or (
-                rule.source not in SOURCE_TAGS and ipaddress.ip_address(address) in ipaddress.ip_network(rule.source)):
-            return rule.access == "allow"
-    return False
 
 
 def test_between_nodes_exactly_the_allowed_ports_pass(stack):
@@ -34,7 +18,7 @@ def test_between_nodes_exactly_the_allowed_ports_pass(stack):
         results = list(pool.map(lambda c: stack.target.probe(c[0].name, str(c[1].address), c[2], timeout=2), cases))
     wrong = [f"{a.name}->{b.name}:{port} expected {'open' if want else 'closed'}, probe: {r.detail}"
              for (a, b, port), r in zip(cases, results)
-             if r.reachable != (want := allowed(spec, "VirtualNetwork", str(a.address), port))]
+             if r.reachable != (want := spec.admits("VirtualNetwork", str(a.address), port))]
     assert not wrong, "\n".join(wrong)
 
 

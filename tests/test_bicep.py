@@ -409,7 +409,8 @@ def test_rendered_rules_equal_the_spec(spec):
         assert props["access"].lower() == rule.access
         assert props["direction"].lower() == rule.direction
         assert props["protocol"] == {"tcp": "Tcp", "udp": "Udp", "any": "*"}[rule.protocol]
-        expected_source = {"Management": ADMIN_CIDR, "Any": "*"}.get(rule.source, rule.source)
+        expected_source = {"Management": ADMIN_CIDR, "Any": "*",
+                           "Subnet": str(spec.network.subnet_cidr)}.get(rule.source, rule.source)
         assert props["sourceAddressPrefix"] == expected_source, rule.name
         expected_ports = {getattr(spec.ports, p) if isinstance(p, str) else p for p in rule.ports}
         assert _ports(props) == (expected_ports or None), rule.name

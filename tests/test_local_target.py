@@ -78,7 +78,15 @@ def test_layout_keeps_private_addresses_in_namespaces():
     assert layout.mgmt.outer not in SPEC.network.vnet_cidr, "the host's only address is on the transit link"
     assert len({layout.mgmt.outer, layout.mgmt.inner, layout.lb_link.outer, layout.lb_link.inner,
                 layout.client_link.outer, layout.client_link.inner}) == 6
-    assert layout.namespaces == ["pgha-vnet", "pgha-lb", "pgha-client", "pgha-pg1", "pgha-pg2", "pgha-pg3"]
+    assert layout.namespaces == ["pgha-vnet", "pgha-lb", "pgha-client", "pgha-neighbour", "pgha-pg1", "pgha-pg2", "pgha-pg3"]
+
+
+def test_the_neighbour_is_a_host_of_the_vnet_outside_the_subnet():
+    """The ``neighbour`` vantage stands for another host of the network: inside vnet_cidr (the NSG's
+    VirtualNetwork), outside the subnet of the cluster's nodes."""
+    link = Layout(SPEC, "pgha").neighbour_link
+    assert {link.inner, link.outer} <= set(SPEC.network.vnet_cidr)
+    assert not {link.inner, link.outer} & set(SPEC.network.subnet_cidr)
 
 
 class _Stop(Exception):

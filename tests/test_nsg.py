@@ -24,13 +24,15 @@ def test_every_rule_rendered_in_priority_order_with_default_deny():
 def test_bridge_table_is_stateless_with_replies_and_arp():
     bridge = nsg.render(LAYOUT).split("table bridge pgha_nsg {")[1]
     assert "ether type arp accept" in bridge
-    assert "tcp sport { 2379, 2380, 5000, 5001, 5432, 8008, 8404 } accept" in bridge
+    assert "ip daddr { 10.0.0.0/16 } tcp sport { 5000, 5001, 5432, 8008, 8404 } accept" in bridge
+    assert "ip daddr { 10.0.1.0/24 } tcp sport { 2379, 2380 } accept" in bridge
     assert "198.51.100.1" not in bridge, "management is routed, not bridged"
 
 
 def test_sources_resolve_to_what_nftables_holds():
     assert nsg.resolve_source(LAYOUT, "Internet") == ("not 10.0.0.0/16",)
     assert nsg.resolve_source(LAYOUT, "Management") == (f"{LAYOUT.mgmt.outer}/32",)
+    assert nsg.resolve_source(LAYOUT, "Subnet") == ("10.0.1.0/24",)
     assert nsg.resolve_source(LAYOUT, "AzureLoadBalancer") == (f"{LAYOUT.lb_link.outer}/32",)
     assert nsg.resolve_source(LAYOUT, "192.0.2.0/28") == ("192.0.2.0/28",)
 

@@ -330,3 +330,13 @@ def test_every_bad_parameter_is_listed_at_once():
 def test_max_connections_within_what_patroni_and_postgresql_accept(value, message):
     with pytest.raises(SpecError, match=re.escape(message)):
         parse_spec(changed("postgres.max_connections", value))
+
+
+def test_admits_tells_the_network_from_the_subnet():
+    """``Subnet`` admits the cluster's subnet only; ``VirtualNetwork`` every host of the network."""
+    spec = load_spec()
+    ports = spec.ports
+    assert spec.admits("VirtualNetwork", "10.0.1.5", ports.etcd_client)
+    assert not spec.admits("VirtualNetwork", "10.0.255.254", ports.etcd_client), "a neighbour reaches etcd"
+    assert spec.admits("VirtualNetwork", "10.0.255.254", ports.patroni)
+    assert not spec.admits("Internet", "192.0.2.1", ports.patroni)

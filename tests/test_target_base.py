@@ -56,7 +56,7 @@ def test_capabilities_are_derived_from_the_fault_pairs_a_target_implements():
     assert Recorder.capabilities == frozenset()
     assert Crasher.capabilities == {"crash_vm"}
     assert HalfIsolator.capabilities == frozenset(), "isolate without heal must not count"
-    assert get("local").capabilities == {"crash_vm", "isolate", "lb_counters"}
+    assert get("local").capabilities == {"crash_vm", "isolate", "lb_counters", "neighbour"}
 
 
 def test_registry_names_every_target_and_refuses_unknown_ones():

@@ -38,10 +38,11 @@ from deployer.state import StackState
 from deployer.targets.access import HostAccess
 from deployer.wait import wait_until
 
-Capability = Literal["crash_vm", "isolate", "lb_counters", "watchdog"]
+Capability = Literal["crash_vm", "isolate", "lb_counters", "watchdog", "neighbour"]
 #: Each capability and the methods a target must implement to have it.
 CAPABILITIES: dict[Capability, tuple[str, ...]] = {"crash_vm": ("crash_vm", "start_vm"), "isolate": ("isolate", "heal"),
-                                                   "lb_counters": ("lb_connections",), "watchdog": ("watchdog_device",)}
+                                                   "lb_counters": ("lb_connections",), "watchdog": ("watchdog_device",),
+                                                   "neighbour": ("neighbour_vantage",)}
 #: Probe sources every target accepts besides a node name (see ``Target.probe``).
 VANTAGES = ("management", "internet", "vnet")
 #: How long a (re)started VM may take until its sshd answers.
@@ -211,6 +212,13 @@ class Target(abc.ABC):
     def vantage(self) -> list[str]:
         """Command prefix that runs a program where clients are, outside the virtual network (the
         ``internet`` vantage): ``[]`` when that is this machine."""
+
+    def neighbour_vantage(self) -> tuple[str, list[str]]:
+        """Capability ``neighbour``: a host of the virtual network that is none of the cluster's nodes
+        (another subnet of the same network), holding no credential of the stack: where anyone inside
+        the network stands. Its address, and the command prefix that runs a program there. The NSG
+        treats it as any host of the network (source ``VirtualNetwork``, not ``Subnet``)."""
+        raise NotImplementedError
 
     def patroni_url(self, node: str) -> str:
         """Base URL of a node's Patroni REST API as reachable from the control machine. When the

@@ -31,14 +31,15 @@ def test_security_rules_are_the_nsg_rules_then_each_nics_effective_rules(deploye
     rules = deployed.security_rules()
     assert all(type(r) is RuleInForce for r in rules)
     nsg = {r.name: r for r in rules if r.scope == "nsg"}
-    assert sorted(nsg) == sorted(["allow-clients-haproxy", "allow-lb-probe", "allow-cluster", "allow-mgmt-ssh",
+    assert sorted(nsg) == sorted(["allow-clients-haproxy", "allow-lb-probe", "allow-cluster", "allow-etcd", "allow-mgmt-ssh",
                                   "allow-mgmt-patroni", "deny-all-inbound"]), "Azure's default rules stay out of the nsg scope"
     assert nsg["allow-clients-haproxy"] == RuleInForce("allow-clients-haproxy", 110, "inbound", "allow", "tcp",
                                                        ("Internet",), (5000, 5001), "nsg")
     assert nsg["allow-mgmt-ssh"].sources == (ADMIN_CIDR,) and nsg["allow-mgmt-ssh"].ports == (22,)
     assert nsg["deny-all-inbound"] == RuleInForce("deny-all-inbound", 4000, "inbound", "deny", "any", ("*",), (), "nsg")
     pg2 = {r.name: r for r in rules if r.scope == "pg2"}
-    assert pg2["allow-cluster"].ports == (2379, 2380, 5000, 5001, 5432, 8008, 8404)
+    assert pg2["allow-cluster"].ports == (5000, 5001, 5432, 8008, 8404)
+    assert pg2["allow-etcd"].sources == ("10.0.1.0/24",) and pg2["allow-etcd"].ports == (2379, 2380)
     assert pg2["deny-all-inbound"].sources == ("*",) and pg2["deny-all-inbound"].ports == ()
     assert pg2["DenyAllInBound"] == RuleInForce("DenyAllInBound", 65500, "inbound", "deny", "any", ("*",), (), "pg2")
     assert {r.scope for r in rules} == {"nsg", "pg1", "pg2", "pg3"}

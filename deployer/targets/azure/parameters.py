@@ -26,7 +26,8 @@ def resolve_source(spec: StackSpec, source: str) -> str:
     """A spec rule source as an NSG ``sourceAddressPrefix``.
 
     ``Internet``, ``VirtualNetwork`` and ``AzureLoadBalancer`` stay service tags, ``Any`` becomes
-    ``*``, ``Management`` becomes ``azure.admin_cidr`` and a CIDR stays itself. Raises
+    ``*``, ``Subnet`` becomes ``network.subnet_cidr``, ``Management`` becomes ``azure.admin_cidr`` and
+    a CIDR stays itself. Raises
     :class:`~deployer.spec.SpecError` (a ValueError) naming ``azure.admin_cidr`` when a rule needs
     the admin address range and the spec does not give it.
     """
@@ -34,6 +35,8 @@ def resolve_source(spec: StackSpec, source: str) -> str:
         return source
     if source == "Any":
         return "*"
+    if source == "Subnet":
+        return str(spec.network.subnet_cidr)
     if source == "Management":
         if spec.azure.admin_cidr is None:
             raise SpecError(

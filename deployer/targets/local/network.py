@@ -1,7 +1,8 @@
 """The local target's network: one namespace per VM, a ``vnet`` namespace with the subnet's bridge,
 an ``lb`` namespace holding the load balancer's public frontend, a ``client`` namespace standing for
-the internet, and a management veth from the host into ``vnet`` (the host gets routes to the subnet
-and the frontend only, nothing else).
+the internet, a ``neighbour`` namespace standing for another host of the virtual network (a /30 of
+the vnet outside the subnet, routed through ``vnet``), and a management veth from the host into
+``vnet`` (the host gets routes to the subnet and the frontend only, nothing else).
 
 Transit links are /30s carved from ``spec.local.transit_cidr``: [0] management, [1] lb, [2] client.
 """
@@ -43,13 +44,17 @@ class Layout:
         )
         self.frontend = spec.local.frontend_address
         self.gateway = spec.network.gateway
+        self.neighbour = f"{stack}-neighbour"
+        net = next(n for n in reversed(list(spec.network.vnet_cidr.subnets(new_prefix=30)))
+                   if not n.overlaps(spec.network.subnet_cidr))
+        self.neighbour_link = Link("neighbour", net[1], net[2])
 
     def node_ns(self, node: Node | str) -> str:
         return f"{self.stack}-{node if isinstance(node, str) else node.name}"
 
     @property
     def namespaces(self) -> list[str]:
-        return [self.vnet, self.lb, self.client, *(self.node_ns(n) for n in self.spec.nodes)]
+        return [self.vnet, self.lb, self.client, self.neighbour, *(self.node_ns(n) for n in self.spec.nodes)]
 
 
 def namespaces_of(stack: str, namespaces: Iterable[str], stacks: Iterable[str] = ()) -> list[str]:
@@ -104,10 +109,8 @@ def create(layout: Layout) -> None:
     for node in spec.nodes:
         _plug(layout, node, create_ns=False)
     for link, ns in ((layout.lb_link, layout.lb), (layout.client_link, layout.client)):
-        _veth(layout.vnet, link.name, "eth0", ns)
-        _up_link(layout.vnet, link.name, f"{link.inner}/30")
-        _up_link(ns, "eth0", f"{link.outer}/30")
-        _in(ns, "route", "add", "default", "via", str(link.inner))
+        _link(layout, link, ns)
+    _link(layout, layout.neighbour_link, layout.neighbour)
     _in(layout.lb, "addr", "add", f"{layout.frontend}/32", "dev", "lo")
     _in(layout.vnet, "route", "add", f"{layout.frontend}/32", "via", str(layout.lb_link.outer))
     # Management: the host's end of the veth gets an address and routes to our subnets only.
@@ -116,6 +119,14 @@ def create(layout: Layout) -> None:
     _up_link(None, layout.mgmt_if, f"{layout.mgmt.outer}/30")
     for dst in (str(spec.network.subnet_cidr), f"{layout.frontend}/32"):
         _in(None, "route", "add", dst, "via", str(layout.mgmt.inner), "dev", layout.mgmt_if)
+
+
+def _link(layout: Layout, link: Link, ns: str) -> None:
+    """A routed /30 from ``vnet`` to ``ns``, whose default route goes through ``vnet``."""
+    _veth(layout.vnet, link.name, "eth0", ns)
+    _up_link(layout.vnet, link.name, f"{link.inner}/30")
+    _up_link(ns, "eth0", f"{link.outer}/30")
+    _in(ns, "route", "add", "default", "via", str(link.inner))
 
 
 def _plug(layout: Layout, node: Node, create_ns: bool) -> None:
@@ -133,12 +144,17 @@ def _plug(layout: Layout, node: Node, create_ns: bool) -> None:
 
 def converge(layout: Layout, existing: Iterable[str]) -> list[str]:
     """Bring a stack's network to ``layout`` in place: everything when its subnet namespace is
-    absent (``create``), else only the namespaces and links of nodes that have none. Returns the
-    nodes plugged in; never touches a namespace that exists (so a running VM keeps its link)."""
+    absent (``create``), else only the namespaces and links of nodes (and the neighbour) that have
+    none. Returns the nodes plugged in; never touches a namespace that exists (so a running VM keeps
+    its link)."""
     existing = set(existing)
     if layout.vnet not in existing:
         create(layout)
         return [n.name for n in layout.spec.nodes]
+    if layout.neighbour not in existing:
+        run(["ip", "netns", "add", layout.neighbour])
+        _in(layout.neighbour, "link", "set", "lo", "up")
+        _link(layout, layout.neighbour_link, layout.neighbour)
     added = [n for n in layout.spec.nodes if layout.node_ns(n) not in existing]
     for node in added:
         _plug(layout, node, create_ns=True)

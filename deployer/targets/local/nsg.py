@@ -30,6 +30,7 @@ def resolve_source(layout: Layout, source: str) -> tuple[str, ...]:
         "Any": ("0.0.0.0/0",), "*": ("0.0.0.0/0",),
         "Internet": (NOT + vnet,),
         "VirtualNetwork": (vnet,),
+        "Subnet": (str(layout.spec.network.subnet_cidr),),
         "AzureLoadBalancer": (f"{layout.lb_link.outer}/32",),
         "Management": (f"{layout.mgmt.outer}/32",),
     }.get(source) or (str(ipaddress.ip_network(source)),)

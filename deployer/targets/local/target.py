@@ -205,6 +205,11 @@ class LocalTarget(Target):
         """The ``client`` namespace, routed to the frontend through ``vnet`` like the internet."""
         return ["ip", "netns", "exec", self.layout.client]
 
+    def neighbour_vantage(self) -> tuple[str, list[str]]:
+        """The ``neighbour`` namespace: an address of the vnet outside the subnet, routed through
+        ``vnet`` (its NSG applies as to any host of the network), with nothing of the stack in it."""
+        return str(self.layout.neighbour_link.outer), ["ip", "netns", "exec", self.layout.neighbour]
+
     def _probe_in(self, netns: str, address: str, port: int, timeout: float) -> dict:
         argv = [sys.executable, "-m", "deployer.netprobe", "tcp", address, str(port), str(timeout)]
         return json.loads(run(argv, netns=netns, timeout=timeout + 10).stdout)
@@ -319,7 +324,7 @@ class LocalTarget(Target):
         refuses."""
         root, shape = self.state.dir.parent, Layout(self.spec, "")
         named = self._stacks()
-        named |= {ns.removesuffix(end) for ns in host.namespaces for end in (shape.vnet, shape.lb, shape.client)
+        named |= {ns.removesuffix(end) for ns in host.namespaces for end in (shape.vnet, shape.lb, shape.client, shape.neighbour)
                   if ns.endswith(end)}
         named |= {link.removesuffix(shape.mgmt_if) for link in host.links if link.endswith(shape.mgmt_if)}
         named |= {m.removeprefix(f"{root}/").split("/")[0] for m in host.mounts if m.startswith(f"{root}/")}
