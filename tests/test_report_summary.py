@@ -12,7 +12,11 @@ import subprocess
 import pytest
 
 from deployer.drills import summary, trend
-from deployer.paths import INVOCATION_ENV, RUN_ENV
+from deployer.paths import INVOCATION_ENV, REPO, RUN_ENV
+
+#: Real drill records of one `make test` here: its suites run's drills, with the switchover of its
+#: budget's negative control (the budget scaled to 0.42 s: failed) in place of the passing one.
+MADE_TEST = json.loads((REPO / "tests" / "fixtures" / "drills.json").read_text())
 
 FACTS = {"stack": "pgha", "target": "local", "profile": "ci", "synchronous_mode": False,
          "versions": {"PostgreSQL": {"15.14 (Debian 15.14-0+deb12u1)": ["pg1", "pg2", "pg3"]},
@@ -52,13 +56,14 @@ def test_the_drill_table_puts_failing_and_interrupted_drills_first():
 
 
 def make_report(pytester, monkeypatch, tmp_path, *plugins: str):
-    """A real pytest run of two checks (one fails) with ``plugins``: this run's drills and facts in
-    its run directory, five previous switchovers in the history; (the run's directory, the history)."""
+    """A real pytest run of two checks (one fails) with ``plugins``: this run's drills (``MADE_TEST``)
+    and facts in its run directory, five previous switchovers in the history; (the run's directory,
+    the history)."""
     monkeypatch.setenv(INVOCATION_ENV, str(tmp_path / "invocation"))
     monkeypatch.setenv(RUN_ENV, "run-now")
     run_dir = tmp_path / "invocation" / "run-now"
     run_dir.mkdir(parents=True)
-    (run_dir / "drills.json").write_text(json.dumps(RECORDS))
+    (run_dir / "drills.json").write_text(json.dumps(MADE_TEST))
     (run_dir / summary.FACTS).write_text(json.dumps(FACTS))
     history = tmp_path / "history.jsonl"
     for i, gap in enumerate([1.40, 1.52, 1.45, 1.49, 1.55]):
@@ -85,10 +90,11 @@ def summary_problems(page: str) -> list[str]:
     wanted = {"the stack": "Stack <b>pgha</b> on target <b>local</b>, spec profile <b>ci</b>",
               "the versions": "<b>Patroni</b> 4.1.0</li>", "a version differing by node": "2.4.0 on pg3",
               "the failed check": "1 failed: <code>test_checks.py::test_a_check_that_fails</code>",
-              "the regression": "switchover: write gap 2.30 s beyond the p95", "the trend plot": "data:image/png;base64,",
-              "the failing row's style": "pgha-row-fail"}
+              "the regression": "switchover: write gap 1.66 s beyond the p95", "the trend plot": "data:image/png;base64,",
+              "the failed drill": "FAIL: write gap 1.7 s exceeds the budget 0.42 s",
+              "the slowest hop": "20.45 s (detection)", "the zombie seconds": "<td>2.06</td>"}
     problems = [f"no {what}" for what, text in wanted.items() if text not in top]
-    if "<td>kill-postmaster</td>" in top and top.index("kill-postmaster") > top.index("<td>switchover</td>"):
+    if "<td>kill-postmaster</td>" in top and top.index("<td>kill-postmaster</td>") < top.index("<td>switchover</td>"):
         problems.append("a passing drill before a failing one")
     return problems + ["a 'No log output captured' box"] * ("No log output captured" in page)
 
@@ -98,7 +104,7 @@ def test_the_report_opens_with_the_summary_and_the_run_joins_the_history(report)
     page = (run_dir / "report.html").read_text()
     assert summary_problems(page) == []
     assert "table.pgha-drills tr.pgha-row-fail td" in page  # report.css
-    assert [(h["run"], h["drill"]) for h in trend.read_history(history)][5:] == [("run-now", r["drill"]) for r in RECORDS]
+    assert [(h["run"], h["drill"]) for h in trend.read_history(history)][5:] == [("run-now", r["drill"]) for r in MADE_TEST]
 
 
 def test_the_summary_check_fails_on_a_report_without_the_hooks(pytester, monkeypatch, tmp_path):
