@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import requests
 
-from deployer import patroni
+from deployer import haproxy_stat, patroni
 from deployer.drills.trial import converged
 from deployer.inventory import role_defaults
 from deployer.stack import Stack
@@ -168,6 +168,23 @@ def _patroni_auth(comment: str, uncomment: str, status: int) -> Callable[[Stack]
     return edit
 
 
+def _haproxy_fall(offset: int) -> Callable[[Stack], None]:
+    """On the last node only, set ``fall`` of the primary listener's servers (its ``default-server``
+    line) to the spec's plus ``offset``, as an edit by hand would, reload that HAProxy and wait until
+    it reports that ``fall`` (``show stat``)."""
+    config = role_defaults()["haproxy"]["haproxy_config_file"]
+
+    def edit(stack: Stack) -> None:
+        node, fall = _victim(stack), stack.spec.haproxy.check_fall + offset
+        stack.ssh(node, ["sudo", "sed", "-Ei", f"/^listen primary$/,/^listen/ s/ fall [0-9]+ / fall {fall} /", config])
+        stack.ssh(node, ["sudo", "systemctl", "reload", "haproxy"])
+        wait_until(f"{node}'s HAProxy to report fall {fall} for every server of primary",
+                   lambda: {row["check_fall"]
+                            for row in haproxy_stat.servers(stack.haproxy_admin(node, "show stat"))["primary"].values()},
+                   lambda seen: seen == {str(fall)}, timeout=stack.budgets.converge_s)
+    return edit
+
+
 def _lb_weights(weight: str) -> Callable[[Stack], None]:
     """Set the load balancer's weight of every member but the first (``0``: it gets no new connection)."""
     def set_weights(stack: Stack) -> None:
@@ -307,6 +324,10 @@ CATALOGUE: tuple[Defect, ...] = (
            "commented out, Patroni reloaded): anyone reaching it may restart, switch over or reconfigure",
            ("test_control_plane.py::test_from_a_neighbour_in_the_network_every_unsafe_call_is_refused",),
            "Patroni's REST API on pg2", _patroni_auth("#", "", 400), _patroni_auth("", "#", 401)),
+    Defect("haproxy-hand-edited", "the last node's HAProxy configuration edited by hand (the primary listener's "
+           "servers marked down after 3 more failed checks than the spec's fall) and reloaded",
+           ("test_haproxy.py::test_every_nodes_haproxy_runs_what_the_role_renders_from_the_spec",),
+           "pg3: listen primary: server pg1 fall", _haproxy_fall(3), _haproxy_fall(0)),
     Defect("hba-trust", "a node's pg_hba trusts the whole subnet",
            ("test_hosts.py::test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local",),
            "trust", _trust_in_hba, _untrust_hba),

@@ -196,6 +196,16 @@ def _render(value: Any, context: dict, env: jinja2.Environment) -> Any:
     return value
 
 
+def role_variables(role: str, spec: StackSpec, target_vars: dict) -> dict[str, Any]:
+    """The variables ``role`` runs with for ``spec`` on a target whose ``Target.ansible_vars()`` are
+    ``target_vars``: its defaults, overridden by the inventory's values, every string rendered as
+    Ansible would (a default may refer to another, e.g. ``"{{ haproxy_check_inter_ms }}"``)."""
+    spec_vars = _spec_vars(spec)
+    context = {**role_defaults()[role], **spec_vars, **_target_role_vars(target_vars, spec_vars)}
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    return {name: _render(value, context, env) for name, value in context.items() if name.startswith(f"{role}_")}
+
+
 def image_packages(spec: StackSpec) -> tuple[list[str], list[str]]:
     """What an image must hold so the roles install nothing: (Debian packages, pip requirements).
 

@@ -1,10 +1,12 @@
 """HAProxy on every node routes 5000 to the leader only and 5001 to the replicas only, as each
-node's HAProxy reports its own servers."""
+node's HAProxy reports its own servers, and runs what the haproxy role renders from the spec."""
 
 from __future__ import annotations
 
 import pytest
 
+from deployer import haproxy_config
+from deployer.inventory import role_defaults
 from deployer.wait import wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -41,3 +43,17 @@ def test_through_every_nodes_haproxy_5000_reaches_the_leader_and_5001_every_repl
                 for row in stack.sql_through(node.name, ports.haproxy_replicas, query)]
         assert {s for s, _ in seen} == replicas and {r for _, r in seen} == {"t"}, \
             f"{node.name}:{ports.haproxy_replicas} answered by {seen}; the replicas are {sorted(replicas)}"
+
+
+def test_every_nodes_haproxy_runs_what_the_role_renders_from_the_spec(stack):
+    """Every server option, timeout and check setting, as each node's HAProxy reports it (runtime API)
+    and as it loaded it (the file its process was started with, unchanged since): the same as the
+    haproxy role renders for the spec (``deployer.haproxy_config``); each difference names the node,
+    the section and the setting."""
+    expected = haproxy_config.expected_config(stack.spec, stack.target.ansible_vars())
+    sock = role_defaults()["haproxy"]["haproxy_stats_socket"]
+    wrong = []
+    for node in stack.spec.nodes:
+        collected = stack.ssh(node.name, ["sudo", "python3", "-c", haproxy_config.COLLECT, sock]).stdout
+        wrong += haproxy_config.differences(node.name, expected, haproxy_config.parse_collected(collected))
+    assert not wrong, "HAProxy runs another configuration than the role renders from the spec:\n" + "\n".join(wrong)
