@@ -61,6 +61,7 @@ def make_report(pytester, monkeypatch, tmp_path, *plugins: str):
     the history)."""
     monkeypatch.setenv(INVOCATION_ENV, str(tmp_path / "invocation"))
     monkeypatch.setenv(RUN_ENV, "run-now")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # its own process: an in-process run would unload numpy it imports
     run_dir = tmp_path / "invocation" / "run-now"
     run_dir.mkdir(parents=True)
     (run_dir / "drills.json").write_text(json.dumps(MADE_TEST))
@@ -71,7 +72,7 @@ def make_report(pytester, monkeypatch, tmp_path, *plugins: str):
                                                           stack="pgha", target="local"))
     pytester.makepyfile(test_checks=TESTS)
     options = [a for plugin in plugins for a in ("-p", plugin)] + [f"--history={history}"] * bool(plugins)
-    result = pytester.runpytest(*options, "-p", "no:cacheprovider", f"--html={run_dir / 'report.html'}",
+    result = pytester.runpytest_subprocess(*options, "-p", "no:cacheprovider", f"--html={run_dir / 'report.html'}",
                                 "--self-contained-html")
     result.assert_outcomes(passed=1, failed=1)
     return run_dir, history

@@ -123,6 +123,7 @@ def plot_trend(judged: list[Trend], path: Path) -> Path:
                      color="#d62828" if t.regression else "black")
         ax.tick_params(labelsize=7)
         ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlim(xs[0] - 0.5, 0.5)
         ax.set_ylim(bottom=0, top=max(ys + [t.p95 or 0]) * 1.25 or 1)
     for ax in list(axes.flat)[len(judged):]:
         ax.axis("off")
