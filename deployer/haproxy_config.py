@@ -36,8 +36,6 @@ SERVER_ARGS = ("inter", "fastinter", "downinter", "fall", "rise", "port", "addr"
 #: Settings holding a time (HAProxy's unit: milliseconds unless suffixed).
 _TIMES = re.compile(r"^(timeout .*|stats timeout|server \S+ (inter|fastinter|downinter|slowstart|agent-inter))$")
 _UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-#: What ``show servers state`` calls its columns (HAProxy 2.6, format version 1).
-_STATE_COLUMNS = "be_id be_name srv_id srv_name srv_addr".split()
 
 Settings = dict[tuple[str, str], str]
 
@@ -127,8 +125,10 @@ def _info(show_info: str) -> dict[str, str]:
 
 
 def _servers_state(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    """``show servers state`` (a format version line, a ``# column ...`` header, one row per server)
+    by (proxy, server)."""
     lines = [line for line in text.splitlines() if line.strip()]
-    header = next((line[2:].split() for line in lines if line.startswith("# ")), _STATE_COLUMNS)
+    header = next((line[2:].split() for line in lines if line.startswith("# ")), [])
     rows = [dict(zip(header, line.split())) for line in lines[1:] if not line.startswith("#")]
     return {(r["be_name"], r["srv_name"]): r for r in rows if "srv_name" in r}
 
