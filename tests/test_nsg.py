@@ -87,6 +87,21 @@ def test_a_rule_added_by_hand_without_our_comment_is_reported_as_unmanaged():
     assert (unmanaged.access, unmanaged.sources, unmanaged.ports) == ("allow", ("0.0.0.0/0",), (5432,))
 
 
+def test_management_reaches_the_nodes_by_the_targets_own_rule_and_no_spec_rule_admits_it_to_a_service():
+    """Issue 19, defect 8 (failed before the fix: the spec's allow-mgmt-patroni admitted 8008 from the
+    admin range, which on Azure nothing routes there). The deployer reaches a node's services through
+    SSH (Azure: a tunnel); the local target stands for it with one structural rule on its management
+    link, not with a spec rule; a management rule edited by hand (here: from any link) is unmanaged."""
+    ssh = SPEC.ports.ssh
+    admitted = {p for r in SPEC.security_rules if r.source == "Management" and r.access == "allow" for p in SPEC.rule_ports(r)}
+    assert admitted == {ssh}, f"spec rules admit Management to {sorted(admitted)}, SSH ({ssh}) alone is reachable on Azure"
+    assert f'iifname "mgmt" oifname "br0" accept comment "{nsg.MGMT_COMMENT}"' in nsg.render(LAYOUT)
+    oif = {"meta": {"key": "oifname"}}
+    widened = _rule(nsg.MGMT_COMMENT, _match(oif, "br0"), {"accept": None})
+    names = [r.name for r in nsg.parse(_ruleset(*LIVE, widened), {r.name for r in SPEC.security_rules})]
+    assert [n for n in names if n.startswith("unmanaged:")] == ["unmanaged:inet/pgha_nsg/forward#1"], names
+
+
 def test_rules_in_other_tables_and_unknown_bridge_copies_are_unmanaged():
     foreign = {"rule": {"family": "inet", "table": "filter", "chain": "forward", "handle": 3, "expr": [{"accept": None}]}}
     bridge = {"rule": {"family": "bridge", "table": nsg.TABLE, "chain": "forward", "handle": 9,
@@ -103,7 +118,8 @@ def _live_rules() -> list[dict]:
     inet = [_rule(None, _match(ct, ["established", "related"], "in"), {"accept": None}),
             _rule(None, _match(ct, "invalid", "in"), {"drop": None}),
             _rule("transit: internet, lb, management", _match(iif, "br0", "!="), _match(oif, "br0", "!="),
-                  {"counter": {"packets": 1, "bytes": 60}}, {"accept": None})]
+                  {"counter": {"packets": 1, "bytes": 60}}, {"accept": None}),
+            _rule(nsg.MGMT_COMMENT, _match(iif, "mgmt"), _match(oif, "br0"), {"accept": None})]
     for r in SPEC.security_rules:
         inet.append(_rule(f"nsg:{r.name}:{r.priority}:{r.direction}", _match(oif, "br0"), {"counter": {}},
                           {"accept": None} if r.access == "allow" else {"drop": None}))

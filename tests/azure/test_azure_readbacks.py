@@ -32,7 +32,7 @@ def test_security_rules_are_the_nsg_rules_then_each_nics_effective_rules(deploye
     assert all(type(r) is RuleInForce for r in rules)
     nsg = {r.name: r for r in rules if r.scope == "nsg"}
     assert sorted(nsg) == sorted(["allow-clients-haproxy", "allow-lb-probe", "allow-cluster", "allow-etcd", "allow-mgmt-ssh",
-                                  "allow-mgmt-patroni", "deny-all-inbound"]), "Azure's default rules stay out of the nsg scope"
+                                  "deny-all-inbound"]), "Azure's default rules stay out of the nsg scope"
     assert nsg["allow-clients-haproxy"] == RuleInForce("allow-clients-haproxy", 110, "inbound", "allow", "tcp",
                                                        ("Internet",), (5000, 5001), "nsg")
     assert nsg["allow-mgmt-ssh"].sources == (ADMIN_CIDR,) and nsg["allow-mgmt-ssh"].ports == (22,)

@@ -21,6 +21,12 @@ from deployer.targets.base import RuleInForce
 from deployer.targets.local.network import BRIDGE, Layout
 
 TABLE, FAULT_TABLE = "pgha_nsg", "pgha_fault"
+#: The management link inside the ``vnet`` namespace (the host's end is ``<stack>-mgmt``) and the
+#: target's own rule for it: the host reaches every port of a node, as the deployer on Azure does
+#: through its SSH tunnel (admitted by the spec's SSH rule, then local to the node), so no spec rule
+#: admits Management to a service port (Patroni's API included) on either target.
+MGMT_LINK = "mgmt"
+MGMT_COMMENT = "management: every port of a node, as Azure's SSH tunnel reaches it"
 
 
 def resolve_source(layout: Layout, source: str) -> tuple[str, ...]:
@@ -86,6 +92,7 @@ def render(layout: Layout) -> str:
         "    ct state established,related accept",
         "    ct state invalid drop",
         f'    iifname != "{BRIDGE}" oifname != "{BRIDGE}" accept comment "transit: internet, lb, management"',
+        f'    iifname "{MGMT_LINK}" oifname "{BRIDGE}" accept comment "{MGMT_COMMENT}"',
         *(f"    {r}" for r in inet),
         f'    iifname "{BRIDGE}" accept comment "default: outbound allowed, as on Azure"',
         "  }", "}",
@@ -136,12 +143,13 @@ def _match(left: dict, right, op: str = "==") -> dict:
 _IIF, _OIF = {"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}
 _CT = {"ct": {"key": "state"}}
 #: The rules ``render`` writes beside the spec's, as ``nft -j`` reports them (counters removed):
-#: conntrack, transit between routed links, outbound, ARP, and the fault tables' set drops.
+#: conntrack, transit between routed links, management, outbound, ARP, and the fault tables' set drops.
 #: Every other rule in the namespace that is not a spec rule is reported as ``unmanaged``.
 STRUCTURAL = [json.dumps(e, sort_keys=True) for e in (
     [_match(_CT, ["established", "related"], "in"), {"accept": None}],
     [_match(_CT, "invalid", "in"), {"drop": None}],
     [_match(_IIF, BRIDGE, "!="), _match(_OIF, BRIDGE, "!="), {"accept": None}],
+    [_match(_IIF, MGMT_LINK), _match(_OIF, BRIDGE), {"accept": None}],
     [_match(_IIF, BRIDGE), {"accept": None}],
     [_match({"payload": {"protocol": "ether", "field": "type"}}, "arp"), {"accept": None}],
     *([_match({"payload": {"protocol": "ip", "field": f}}, "@isolated"), {"drop": None}] for f in ("saddr", "daddr")),
