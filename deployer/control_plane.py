@@ -4,12 +4,11 @@ without credentials and with wrong ones from a host of the network that is none 
 nodes, and the verdict on each answer (``hole``).
 
 Each call would change the cluster if a service obeyed it, yet is chosen to do nothing even then:
-Patroni's gets a body that is no JSON (an authenticated caller gets 400 before anything happens;
-``POST /reload``, ``/sigterm`` and the ``DELETE``\\ s read no body: a reload, a no-op off Windows,
-cancelling nothing scheduled);
-etcd's is a transaction on Patroni's leader key whose comparison never holds (version < 0), a
-delete of a key no one uses, and a v2 update of that key only if it exists; HAProxy's are read-only
-commands of its runtime API and stats page.
+Patroni's carry a body that is no JSON (an authenticated caller gets 400 before anything happens;
+``POST /reload``, ``POST /sigterm`` and the ``DELETE`` calls read no body: a reload, a no-op off
+Windows, cancelling nothing scheduled); etcd's are a transaction on Patroni's leader key whose
+comparison never holds (version < 0), a delete of a key no one uses, and a v2 update of that key
+only if it exists; HAProxy's are read-only commands of its runtime API and stats page.
 
 A call is refused when (``hole`` returns None):
 - no connection opened: ``timed out`` (dropped on the way: the NSG) or ``Connection refused``
@@ -19,7 +18,8 @@ A call is refused when (``hole`` returns None):
 - the API is not served at all (a 404 of the server, not of the API: etcd's v2, switched off);
 - for HAProxy: no answer of its runtime API or stats page came back (whatever else answered).
 Anything else is a hole: the request passed authentication and reached its handler (a Patroni 400
-for the broken body included).
+for the broken body included). A probe that could not have found a hole proves nothing: a call to a
+port the spec admits from the vantage that never arrived is reported too (``unreached``).
 """
 
 from __future__ import annotations
@@ -113,6 +113,15 @@ def refusal(answer: dict) -> str:
         return {"timed out": "dropped on the way (timed out: the NSG)",
                 "Connection refused": "nothing listens (connection refused)"}.get(answer.get("detail"), answer.get("detail", ""))
     return f"answered {answer['status']}" if "status" in answer else "no answer of the service"
+
+
+def unreached(call: Call, answer: dict, admitted: bool) -> str | None:
+    """The negative control of a probe: a call to a port the NSG ``admitted`` (by the spec) from the
+    vantage must have reached the node (an answer, or ``Connection refused`` from it); dropped or
+    unroutable, it proved nothing. None when it did; else one sentence."""
+    if not admitted or answer.get("reachable") or answer.get("detail") == "Connection refused":
+        return None
+    return f"{call}: {refusal(answer)}, though the spec admits port {call.port} from the network"
 
 
 def hole(call: Call, answer: dict) -> str | None:

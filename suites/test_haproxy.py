@@ -56,4 +56,5 @@ def test_every_nodes_haproxy_runs_what_the_role_renders_from_the_spec(stack):
     for node in stack.spec.nodes:
         collected = stack.ssh(node.name, ["sudo", "python3", "-c", haproxy_config.COLLECT, sock]).stdout
         wrong += haproxy_config.differences(node.name, expected, haproxy_config.parse_collected(collected))
-    assert not wrong, "HAProxy runs another configuration than the role renders from the spec:\n" + "\n".join(wrong)
+    assert not wrong, (f"{len(wrong)} HAProxy setting(s) differ from what the role renders from the spec: {wrong[0]}\n"
+                       + "\n".join(wrong[1:]))

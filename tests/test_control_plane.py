@@ -95,3 +95,14 @@ def test_refusal_says_which_kind():
     assert "NSG" in control_plane.refusal(DROPPED)
     assert "nothing listens" in control_plane.refusal(CLOSED)
     assert control_plane.refusal(PATRONI_401) == "answered 401"
+
+
+def test_a_dropped_call_to_a_port_the_spec_admits_proves_nothing():
+    patroni = call(PATRONI, "POST http://10.0.1.5:8008/restart")
+    assert "though the spec admits port 8008" in control_plane.unreached(patroni, DROPPED, admitted=True)
+    unroutable = {"reachable": False, "detail": "Network is unreachable"}
+    assert control_plane.unreached(patroni, unroutable, admitted=True) is not None
+    assert control_plane.unreached(patroni, CLOSED, admitted=True) is None, "the node itself answered"
+    assert control_plane.unreached(patroni, PATRONI_401, admitted=True) is None
+    etcd = call("etcd's v3 API", "/v3/kv/txn")
+    assert control_plane.unreached(etcd, DROPPED, admitted=False) is None, "the NSG drops it, as the spec says"
