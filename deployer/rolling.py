@@ -7,11 +7,15 @@ wait has a deadline and says what it waited for.
 What needs a restart is what Patroni reports (``pending_restart`` per member: PostgreSQL's own
 verdict on the settings Patroni wrote), never a list of ours, so a setting changed by hand, a
 parameter of context ``postmaster`` or a role change that rewrote ``patroni.yml`` are all covered.
+The same order restarts the Patroni daemons that report a release other than the spec's
+``patroni.version`` (the role installed it; a daemon runs its new code only once restarted, and
+PostgreSQL restarts with it): ``restart_outdated_patroni``.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 from typing import Callable
 
@@ -104,3 +108,43 @@ def restart_pending(target: Target, secrets: Secrets, progress: Callable[[str], 
         log.info("%s", done[-1])
     still = [m.name for m in patroni.cluster(target) if m.pending_restart]
     raise TargetError(f"members still pending a restart after the rolling apply: {', '.join(still)}")
+
+
+def _release(target: Target, node: str) -> str:
+    return patroni.get(target, node, "/patroni").get("patroni", {}).get("version", "unknown")
+
+
+def restart_outdated_patroni(target: Target, secrets: Secrets, progress: Callable[[str], None] = log.info) -> list[str]:
+    """Restart, one member at a time, every Patroni daemon whose running release (``GET /patroni``)
+    is not the spec's: replicas first, the leader after a switchover to an up-to-date replica, each
+    back and the cluster whole before the next. One sentence per restart (empty: every member runs
+    the spec's release). TargetError naming the member whose restart did not bring the release."""
+    want, done = target.spec.patroni.version, []
+    for _ in range(2 * len(target.spec.nodes)):
+        members = _whole(target, "before the next Patroni restart")
+        running = {m.name: _release(target, m.name) for m in members}
+        outdated = [m for m in members if running[m.name] != want]
+        if not outdated:
+            return done
+        member = next((m for m in outdated if m.role == "replica"), outdated[0])
+        start, how = time.monotonic(), "a replica"
+        if member.role == "leader":
+            to = _candidate(members)
+            progress(f"rolling Patroni restart: switchover {member.name} -> {to.name}")
+            patroni.post(target, member.name, "/switchover", {"leader": member.name, "candidate": to.name},
+                         secrets["rest_api"])
+            _whole(target, f"{member.name} streaming from {to.name} after the switchover")
+            how = f"the leader, after a switchover to {to.name}"
+        progress(f"rolling Patroni restart: {member.name} ({running[member.name]} -> {want})")
+        proc = subprocess.run(target.host(member.name).ssh_argv(["sudo", "systemctl", "restart", "patroni"]),
+                              capture_output=True, text=True, timeout=target.budgets.rejoin_s)
+        if proc.returncode != 0:
+            raise TargetError(f"on {member.name}: systemctl restart patroni failed: {proc.stderr.strip()[-300:]}")
+        _whole(target, f"{member.name} streaming again after its Patroni restart")
+        if (now := _release(target, member.name)) != want:
+            raise TargetError(f"{member.name}'s Patroni runs {now} after its restart, the spec says {want}: "
+                              "the release installed on it is not the spec's")
+        done.append(f"Restarted {member.name}'s Patroni ({how}): {running[member.name]} -> {want}, streaming again "
+                    f"{time.monotonic() - start:.1f} s later.")
+        log.info("%s", done[-1])
+    raise TargetError(f"members still running another Patroni release than {want} after the rolling restart")

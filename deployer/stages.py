@@ -129,12 +129,12 @@ def _vms_answer(target: Target) -> str | None:
 
 
 def _patroni_answers(target: Target) -> str | None:
-    scope = target.spec.patroni.scope
+    want = (target.spec.patroni.scope, target.spec.patroni.version, "running")
     for node in target.spec.nodes:
         info = patroni.get(target, node.name, "/patroni")
-        seen = (info.get("patroni", {}).get("scope"), info.get("state"))
-        if seen != (scope, "running"):
-            return f"{node.name}'s Patroni reports (scope, state) {seen}, expected ({scope!r}, 'running')"
+        seen = (info.get("patroni", {}).get("scope"), info.get("patroni", {}).get("version"), info.get("state"))
+        if seen != want:
+            return f"{node.name}'s Patroni reports (scope, release, state) {seen}, expected {want}"
     pending = _pending(target)
     return f"Patroni reports {', '.join(pending)} pending a restart" if pending else None
 
@@ -154,7 +154,7 @@ def _pool_healthy(target: Target) -> str | None:
 #: passes, else what it saw). A stage without one (verify) always runs.
 LIVE_CHECKS: dict[str, tuple[str, Callable[[Target], str | None]]] = {
     "provision": ("every VM runs and its sshd answers", _vms_answer),
-    "configure": ("every node's Patroni answers, reports the spec's scope, and none is pending a restart",
+    "configure": ("every node's Patroni answers, runs the spec's release and scope, and none is pending a restart",
                   _patroni_answers),
     "attach": ("the load balancer reports every node as a healthy member", _pool_healthy),
 }
@@ -305,7 +305,8 @@ def _configure(target: Target, secrets: Secrets, progress: Callable[[str], None]
     result = run_playbook(target, secrets, progress)
     log.info("Ansible converged: %d task(s) changed (%s).", result["changed"],
              ", ".join(f"{h}: {n}" for h, n in sorted(result["changed_by_host"].items())) or "none")
-    result["restarts"] = rolling.restart_pending(target, secrets, progress)
+    result["restarts"] = (rolling.restart_outdated_patroni(target, secrets, progress)
+                          + rolling.restart_pending(target, secrets, progress))
     if not result["restarts"]:
         log.info("Rolling restart: no member is pending a restart.")
     return result

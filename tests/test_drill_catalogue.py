@@ -21,7 +21,8 @@ SPEC = load_spec()
 ISSUE_FAULTS = {"kill-postmaster", "kill-patroni", "freeze-patroni", "crash-primary-vm", "isolate-primary",
                 "isolate-replica", "stop-etcd-member", "etcd-quorum-loss", "switchover", "cluster-restart",
                 # day two: one change per class the plan applies without a replace
-                "change-reload", "change-rolling-restart", "change-haproxy"}
+                "change-reload", "change-rolling-restart", "change-haproxy", "change-patroni-version",
+                "change-scale-out-in"}
 
 
 def test_the_catalogue_holds_every_fault_once_each_with_a_budget_and_an_expectation():
@@ -52,7 +53,7 @@ def test_each_change_drill_is_classified_by_the_plan_as_its_class():
     for change in changes.CHANGES:
         found = plan.plan(SPEC, parse_spec(_merged(raw, change.overlay(SPEC))))
         assert {c.impact for c in found.changes} == {change.impact}, (change.name, found.lines())
-    assert {c.impact for c in changes.CHANGES} == {"reload", "rolling restart", "in place"}
+    assert {c.impact for c in changes.CHANGES} == {"reload", "rolling restart", "in place", "add node"}
 
 
 class FakeTarget:

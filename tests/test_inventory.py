@@ -237,14 +237,16 @@ TEMPLATES = {
     "patroni.yml": "patroni/templates/patroni.yml.j2",
     "patroni.service": "patroni/templates/patroni.service.j2",
     "etcd.env": "etcd/templates/etcd.env.j2",
+    "etcd-initial.env": "etcd/templates/etcd-initial.env.j2",
     "haproxy.cfg": "haproxy/templates/haproxy.cfg.j2",
     "etcd-leader-elsewhere.service": "patroni/templates/etcd-leader-elsewhere.service.j2",
 }
 
 
-def render_templates(tmp: Path, spec: StackSpec) -> Path:
+def render_templates(tmp: Path, spec: StackSpec, **facts) -> Path:
     """Run a local play that renders the roles' templates with the inventory, role defaults at
-    the lowest precedence (parent group) as in a real run, and the extravars. Returns the output dir."""
+    the lowest precedence (parent group) as in a real run, and the extravars (plus ``facts``, as
+    a role's tasks would have set them). Returns the output dir."""
     inv = render_inventory(spec, hosts_for(spec), dict(LOCAL_VARS))
     defaults: dict = {}
     for values in role_defaults().values():
@@ -253,7 +255,7 @@ def render_templates(tmp: Path, spec: StackSpec) -> Path:
         host.update(ansible_connection="local", ansible_python_interpreter=sys.executable, ansible_become=False)
     layered = {"all": {"vars": defaults, "children": {"stack": {"hosts": inv["all"]["hosts"], "vars": inv["all"]["vars"]}}}}
     (tmp / "inventory.json").write_text(json.dumps(layered))
-    (tmp / "extravars.json").write_text(json.dumps(render_extravars(FakeSecrets())))
+    (tmp / "extravars.json").write_text(json.dumps({**render_extravars(FakeSecrets()), **facts}))
     out = tmp / "out"
     tasks = [{"name": f"Render {name}", "ansible.builtin.template": {
         "src": str(ANSIBLE_DIR / "roles" / src), "dest": f"{out}/{{{{ inventory_hostname }}}}/{name}", "mode": "0600"}}
@@ -319,19 +321,39 @@ def test_patroni_yml_carries_the_spec(rendered):
         assert ["host", "replication", "replicator", str(spec.network.subnet_cidr), "scram-sha-256"] in remote
 
 
+def _env(path: Path) -> dict:
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return {k: v.strip('"') for k, v in (line.split("=", 1) for line in lines)}
+
+
 def test_etcd_env_forms_the_cluster_from_the_spec(rendered):
+    """The runtime settings in etcd.env; the bootstrap-only ones (a change there must not restart a
+    running member) in etcd-initial.env, forming a new cluster of every node of the spec."""
     spec, out = rendered
     initial = ",".join(f"{n.name}=http://{n.address}:{spec.ports.etcd_peer}" for n in spec.nodes)
     for node in spec.nodes:
-        env = dict(line.split("=", 1) for line in (out / node.name / "etcd.env").read_text().splitlines()
-                   if line and not line.startswith("#"))
-        env = {k: v.strip('"') for k, v in env.items()}
+        env, boot = _env(out / node.name / "etcd.env"), _env(out / node.name / "etcd-initial.env")
         assert env["ETCD_NAME"] == node.name
-        assert env["ETCD_INITIAL_CLUSTER"] == initial
+        assert not [k for k in env if k.startswith("ETCD_INITIAL_")], env
+        assert boot["ETCD_INITIAL_CLUSTER"] == initial and boot["ETCD_INITIAL_CLUSTER_STATE"] == "new", boot
+        assert boot["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"http://{node.address}:{spec.ports.etcd_peer}"
         assert env["ETCD_LISTEN_CLIENT_URLS"] == (f"http://{node.address}:{spec.ports.etcd_client},"
                                                   f"http://127.0.0.1:{spec.ports.etcd_client}")
         assert env["ETCD_ENABLE_V2"] == "false"
         assert env["ETCD_PRE_VOTE"] == "true", "a rejoining isolated member must not depose etcd's leader"
+
+
+def test_members_joining_a_running_cluster_bootstrap_one_at_a_time(tmp_path):
+    """Scale out: each joiner starts as "existing" with the cluster as it is when it starts (every
+    member but the joiners after it: etcd refuses a join whose initial cluster differs)."""
+    spec = spec_with(nodes=[{"name": f"pg{i}", "address": f"10.0.1.{i + 3}"} for i in range(1, 6)])
+    joining = [{"name": n.name, "address": str(n.address)} for n in spec.nodes[3:]]
+    out = render_templates(tmp_path, spec, etcd_joining_members=joining)
+    url = {n.name: f"{n.name}=http://{n.address}:{spec.ports.etcd_peer}" for n in spec.nodes}
+    boot = {n.name: _env(out / n.name / "etcd-initial.env") for n in spec.nodes}
+    assert boot["pg4"]["ETCD_INITIAL_CLUSTER"] == ",".join(url[n] for n in ("pg1", "pg2", "pg3", "pg4"))
+    assert boot["pg5"]["ETCD_INITIAL_CLUSTER"] == ",".join(url.values())
+    assert [boot[n]["ETCD_INITIAL_CLUSTER_STATE"] for n in url] == ["new", "new", "new", "existing", "existing"]
 
 
 def test_the_etcd_leader_daemon_asks_its_own_patroni_and_member_and_hands_to_the_others(rendered):

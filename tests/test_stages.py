@@ -68,7 +68,7 @@ def stack(tmp_path, monkeypatch):
     ran: list[str] = []
     target = Fake(SPEC, StackState(name="pgha", target="fake", spec_path="stack.yaml"), ran)
     monkeypatch.setattr(stages, "tcp", lambda host, port, timeout: {"reachable": target.sshd, "detail": "timed out"})
-    monkeypatch.setattr(stages.patroni, "get", lambda t, node, path: {"state": "running", "patroni": {"scope": t.scope}})
+    monkeypatch.setattr(stages.patroni, "get", lambda t, node, path: {"state": "running", "patroni": {"scope": t.scope, "version": t.spec.patroni.version}})
     monkeypatch.setattr(stages, "run_playbook", lambda *a: ran.append("configure") or {"changed": 0, "changed_by_host": {}})
     monkeypatch.setattr(stages, "verify", lambda name: ran.append("verify") or {})
     monkeypatch.setattr(stages, "_pending", lambda t: list(t.pending))
@@ -76,6 +76,7 @@ def stack(tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "heal_leftovers", lambda state, t: [f"healed {f}" for f in t.faults_left])
     monkeypatch.setattr(stages, "_what_is_lost", lambda t: "the cluster")
     monkeypatch.setattr(stages.rolling, "restart_pending", lambda t, *a: [f"restarted {n}" for n in t.pending])
+    monkeypatch.setattr(stages.rolling, "restart_outdated_patroni", lambda t, *a: [])
     stages.up(target.state, target)
     assert ran == ["provision", "configure", "attach", "verify"]
     ran.clear()
@@ -88,8 +89,8 @@ def test_a_second_up_until_attach_skips_every_stage_done_and_still_valid_saying_
     assert stack.ran == []
     said = caplog.messages
     for stage, claim in (("Provision", "every VM runs and its sshd answers"),
-                         ("Configure", "every node's Patroni answers, reports the spec's scope, and none is "
-                                       "pending a restart"),
+                         ("Configure", "every node's Patroni answers, runs the spec's release and scope, and none "
+                                       "is pending a restart"),
                          ("Attach", "the load balancer reports every node as a healthy member")):
         assert any(m.startswith(f"{stage}: done at ") and f"for this spec and still valid ({claim}); skipped. "
                    f"Pass --force {stage.lower()} to re-run it." in m for m in said), said

@@ -120,6 +120,36 @@ def haproxy_checks_applied(stack: Stack, changed: StackSpec) -> list[str]:
             for server, row in rows.items() if (row.get("check_fall"), row.get("check_rise")) != want]
 
 
+def members_applied(stack: Stack, changed: StackSpec) -> list[str]:
+    """Patroni, etcd and the load balancer each report exactly ``changed``'s nodes: every replica
+    streaming, every etcd member started, every pool member healthy."""
+    want = sorted(n.name for n in changed.nodes)
+    members = patroni.cluster(stack.target)
+    etcd = sorted(m.get("name", "") for m in stack.etcdctl(stack.spec.nodes[0].name, "member", "list")["members"])
+    pool = sorted(m.node for m in stack.target.backend_pool() if m.healthy)
+    seen = {"Patroni's streaming members": sorted(m.name for m in members if m.state in ("running", "streaming")),
+            "etcd's started members": etcd, "the load balancer's healthy members": pool}
+    return [f"{what} are {names}, the spec's nodes are {want}" for what, names in seen.items() if names != want]
+
+
+def patroni_release_applied(stack: Stack, changed: StackSpec) -> list[str]:
+    """Every member's Patroni runs ``changed``'s release (``GET /patroni``)."""
+    want = changed.patroni.version
+    running = {m.name: patroni.get(stack.target, m.name, "/patroni").get("patroni", {}).get("version")
+               for m in patroni.cluster(stack.target)}
+    return [f"{name}'s Patroni runs {release}, the spec says {want}" for name, release in running.items() if release != want]
+
+
+#: The Patroni release the version drill moves to and back from (the previous minor's last).
+OTHER_PATRONI_RELEASE = "4.0.7"
+
+
+def _more_nodes(spec: StackSpec, count: int) -> dict:
+    last = max(n.address for n in spec.nodes)
+    return {"nodes": [n.model_dump(mode="json") for n in spec.nodes]
+            + [{"name": f"pg{len(spec.nodes) + i}", "address": str(last + i)} for i in range(1, count + 1)]}
+
+
 def _parameters(spec: StackSpec, **more: str) -> dict:
     return {"postgres": {"parameters": {**spec.postgres.parameters, **more}}}
 
@@ -130,5 +160,8 @@ CHANGES: tuple[SpecChange, ...] = (
                "rolling restart", settings_applied),
     SpecChange("haproxy", lambda s: {"haproxy": {"check_fall": s.haproxy.check_fall + 1}}, "in place",
                haproxy_checks_applied),
+    SpecChange("patroni-version", lambda s: {"patroni": {"version": OTHER_PATRONI_RELEASE}}, "rolling restart",
+               patroni_release_applied),
+    SpecChange("scale-out-in", lambda s: _more_nodes(s, 2), "add node", members_applied),
 )
 

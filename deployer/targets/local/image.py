@@ -54,19 +54,18 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from deployer.targets.base import MissingPrerequisite, TargetError
+from deployer.targets.local.wheels import IMAGE_PYTHON, image_python, wheelhouse
 
 RECIPE_VERSION = 1
 """Bump when the bake changes in a way the hashed texts below do not show."""
 
 SUITE = "bookworm"
-IMAGE_PYTHON = (3, 11)
 VENV = "/opt/patroni"
 DEFAULT_CACHE_ROOT = Path("/var/cache/pgha/images")
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "python3",
@@ -330,7 +329,7 @@ def ensure_image(debian_packages: Iterable[str], pip_requirements: Iterable[str]
     if (final / "READY").is_file():
         progress(f"Image {key} is cached at {final / 'rootfs'}.")
         return final / "rootfs"
-    sources, python = _preflight(cache_root)
+    sources = _preflight(cache_root)
     cache_root.mkdir(parents=True, exist_ok=True)
     with open(cache_root / f".{key}.lock", "a") as lock:
         try:
@@ -350,7 +349,7 @@ def ensure_image(debian_packages: Iterable[str], pip_requirements: Iterable[str]
             with _Bake(work / "bake.log", progress, key) as bake:
                 bake.say(f"Baking image {key} under {cache_root} (1-2 minutes; log: {final / 'bake.log'}).")
                 debian, pip = _normalised(debian_packages, pip_requirements)
-                ready = _bake(bake, work / "rootfs", debian, pip, admin_user, sources, python)
+                ready = _bake(bake, work / "rootfs", debian, pip, admin_user, sources, cache_root.parent / "wheels")
                 (work / "READY").write_text(json.dumps(ready, indent=2, sort_keys=True) + "\n")
             work.chmod(0o755)
             work.rename(final)
@@ -368,24 +367,19 @@ def ensure_image(debian_packages: Iterable[str], pip_requirements: Iterable[str]
     return final / "rootfs"
 
 
-def _preflight(cache_root: Path) -> tuple[DebianSources, str]:
+def _preflight(cache_root: Path) -> DebianSources:
     if os.geteuid() != 0:
         raise MissingPrerequisite("baking the local image needs root (debootstrap, chroot, mount)")
     for tool in ("debootstrap", "chroot", "mount", "umount"):
         if not shutil.which(tool):
             raise MissingPrerequisite(f"`{tool}` is not installed: `apt-get install debootstrap` "
                                       f"(the Makefile does) before baking the local image")
-    python = next((c for c in (sys.executable, shutil.which("python3.11"), shutil.which("python3")) if c and
-                   subprocess.run([c, "-c", f"import sys, pip; sys.exit(sys.version_info[:2] != {IMAGE_PYTHON})"],
-                                  capture_output=True).returncode == 0), None)
-    if python is None:
-        raise MissingPrerequisite("no Python {}.{} with pip on the host: the image's wheels are built "
-                                  "with the host's pip for the image's Python".format(*IMAGE_PYTHON))
+    image_python()  # the wheels are built with it
     sources = debian_sources(s for f in host_apt_source_files() for s in parse_apt_sources(f))
     existing = next(p for p in (cache_root, *cache_root.parents) if p.exists())
     if shutil.disk_usage(existing).free < MIN_FREE_BYTES:
         raise MissingPrerequisite(f"less than {MIN_FREE_BYTES >> 30} GiB free under {existing} for the image")
-    return sources, python
+    return sources
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,7 +445,7 @@ class _Bake:
 
 
 def _bake(bake: _Bake, rootfs: Path, debian: list[str], pip: list[str], admin_user: str,
-          sources: DebianSources, python: str) -> dict:
+          sources: DebianSources, wheels_root: Path) -> dict:
     main = sources.main
     with bake.step("debootstrap", f"debootstrap {SUITE} (minbase) from {main.uri} (about 75 s)."):
         keyring = main.option("Signed-By") or ""
@@ -471,9 +465,7 @@ def _bake(bake: _Bake, rootfs: Path, debian: list[str], pip: list[str], admin_us
             if pip:
                 with bake.step("pip", f"pip install {' '.join(pip)} into {VENV} from a wheelhouse built on the host."):
                     wheels = rootfs / "tmp/pgha-wheelhouse"
-                    # pip wheel, not pip download --only-binary: ydiff and python-etcd are sdists only
-                    bake.run([python, "-m", "pip", "wheel", "--disable-pip-version-check", "--wheel-dir",
-                              str(wheels), *pip])
+                    shutil.copytree(wheelhouse(pip, wheels_root), wheels)
                     bake.chroot(rootfs, "python3", "-m", "venv", VENV)
                     bake.chroot(rootfs, f"{VENV}/bin/pip", "install", "--no-index", "--no-cache-dir",
                                 "--find-links", "/tmp/pgha-wheelhouse", *pip)

@@ -21,6 +21,7 @@ from deployer.targets.local.cmd import run
 from deployer.targets.local.image import ensure_image, prune_images
 from deployer.targets.local.network import Layout
 from deployer.targets.local.vm import CGROUP_ROOT, HIERARCHIES, VM
+from deployer.targets.local.wheels import wheelhouse
 from deployer.wait import wait_until
 
 log = logging.getLogger("deployer.local")
@@ -167,7 +168,9 @@ class LocalTarget(Target):
                            known_hosts=self.state.dir / "known_hosts") for n in self.spec.nodes]
 
     def ansible_vars(self) -> dict:
-        return {"common_apt_update_cache": False, "patroni_watchdog_mode": "off"}  # containers: no watchdog
+        """No package index (a release the image lacks comes from the host's wheelhouse), no watchdog."""
+        return {"common_apt_update_cache": False, "patroni_watchdog_mode": "off",
+                "patroni_wheelhouse": str(wheelhouse(image_packages(self.spec)[1]))}
 
     def attach(self) -> None:
         present = {m.node for m in self.backend_pool()}
