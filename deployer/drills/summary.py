@@ -125,6 +125,8 @@ def summary_html(facts: dict, records: list[dict], judged: list[Trend], failed: 
         png = base64.b64encode(trend_png.read_bytes()).decode()
         trend = (f"<h3>Write gap over the last runs</h3>"
                  + (f"<ul class='pgha-fail'>{regressions}</ul>" if regressions else "")
-                 + f"<img class='pgha-trend' alt='write gap trend' src='data:image/png;base64,{png}'/>")
+                 + f"<img class='pgha-trend' alt='write gap trend' src='data:image/png;base64,{png}'/>"
+                 + "<p>Each drill's write gap in its last runs on this target and profile; dashed: the previous "
+                   "runs' p95, beyond which a gap is a regression.</p>")
     return (f"<div class='pgha-summary'>{_versions_html(facts)}{failed_html}"
             + (f"<h3>Drills</h3>{table}" if table else "<p>No drill ran in this run.</p>") + trend + "</div>")

@@ -106,7 +106,7 @@ def trends(history: list[dict], run: str) -> list[Trend]:
 
 def plot_trend(judged: list[Trend], path: Path) -> Path:
     """Write ``path`` (PNG): one small panel per drill, its write gap over the previous runs and this
-    one (the last point: red and ringed when a regression), the previous runs' p95 dashed where judged."""
+    one (the last point: red and larger when a regression), the previous runs' p95 dashed where judged."""
     cols = min(3, max(1, len(judged)))
     rows = -(-len(judged) // cols) or 1
     plt = pyplot()
@@ -122,12 +122,12 @@ def plot_trend(judged: list[Trend], path: Path) -> Path:
         ax.set_title(f"{t.drill}{' REGRESSION' if t.regression else ''}", fontsize=9,
                      color="#d62828" if t.regression else "black")
         ax.tick_params(labelsize=7)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xticks(xs[::-1][::max(1, len(xs) // 6)])  # 0 and every few runs back, whole numbers only
         ax.set_xlim(xs[0] - 0.5, 0.5)
         ax.set_ylim(bottom=0, top=max(ys + [t.p95 or 0]) * 1.25 or 1)
     for ax in list(axes.flat)[len(judged):]:
         ax.axis("off")
-    fig.supxlabel("runs before this one (0: this run); dashed: p95 of the previous runs", fontsize=8)
+    fig.supxlabel("runs ago (0: this run)", fontsize=8)
     fig.supylabel("write gap, s", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
