@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import types
 
 import pytest
 
@@ -132,3 +133,55 @@ def test_chromium_renders_the_summary_and_the_results(report, tmp_path):
     page = dom.stdout
     assert summary_problems(page) == [], page[:3000]
     assert "test_a_check_that_fails" in page and "the leader is not writable" in page  # the results, rendered by JS
+
+
+class FakeStack:
+    """What ``platform_facts`` asks a stack: each node's answer to the version script, or a failure."""
+
+    def __init__(self, answers: dict[str, str | Exception]):
+        self.answers = answers
+        node = lambda name: types.SimpleNamespace(name=name)  # noqa: E731
+        self.spec = types.SimpleNamespace(nodes=[node(n) for n in answers], profile="ci",
+                                          ports=types.SimpleNamespace(etcd_client=2379),
+                                          patroni=types.SimpleNamespace(synchronous_mode=True))
+        self.state, self.target = types.SimpleNamespace(name="pgha"), types.SimpleNamespace(name="local")
+
+    def ssh(self, node, argv, timeout):
+        assert argv[-1] == "2379" and "SHOW server_version" in argv[3]
+        answer = self.answers[node]
+        if isinstance(answer, Exception):
+            raise answer
+        return types.SimpleNamespace(stdout=answer)
+
+
+ANSWER = ('15.20 (Debian 15.20-0+deb12u1)\n{"etcdserver":"3.4.23","etcdcluster":"3.4.0"}\n'
+          "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/\n")
+
+
+def test_platform_facts_group_each_version_by_the_nodes_reporting_it(monkeypatch):
+    monkeypatch.setattr(summary.patroni, "get", lambda target, node, path: {"patroni": {"version": "4.1.0"}})
+    old = ANSWER.replace("15.20 (Debian 15.20-0+deb12u1)", "15.14 (Debian 15.14-0+deb12u1)")
+    facts = summary.platform_facts(FakeStack({"pg1": ANSWER, "pg2": ANSWER, "pg3": old}))
+    assert facts["versions"] == {
+        "PostgreSQL": {"15.20 (Debian 15.20-0+deb12u1)": ["pg1", "pg2"], "15.14 (Debian 15.14-0+deb12u1)": ["pg3"]},
+        "etcd": {"3.4.23": ["pg1", "pg2", "pg3"]}, "Patroni": {"4.1.0": ["pg1", "pg2", "pg3"]},
+        "HAProxy": {"2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/": ["pg1", "pg2", "pg3"]}}
+    assert (facts["stack"], facts["target"], facts["profile"], facts["synchronous_mode"], facts["unread"]) == (
+        "pgha", "local", "ci", True, {})
+
+
+def test_a_node_that_cannot_answer_is_named_with_why(monkeypatch):
+    monkeypatch.setattr(summary.patroni, "get", lambda target, node, path: {"patroni": {"version": "4.1.0"}})
+    facts = summary.platform_facts(FakeStack({"pg1": ANSWER, "pg2": TimeoutError("ssh timed out")}))
+    assert facts["unread"] == {"pg2": "not read (TimeoutError: ssh timed out)"}
+    assert facts["versions"]["Patroni"] == {"4.1.0": ["pg1"]}
+    assert "pg2: not read (TimeoutError: ssh timed out)" in summary.summary_html(facts, [], [], [], None)
+
+
+def test_the_facts_are_saved_once_per_run(monkeypatch, tmp_path):
+    """Workers and nested runs share the run directory: the first to attach writes, nobody rewrites."""
+    monkeypatch.setattr(summary.patroni, "get", lambda target, node, path: {"patroni": {"version": "4.1.0"}})
+    summary.save_facts(FakeStack({"pg1": ANSWER}), tmp_path)
+    summary.save_facts(FakeStack({"pg1": TimeoutError("later")}), tmp_path)
+    saved = json.loads((tmp_path / summary.FACTS).read_text())
+    assert saved["unread"] == {} and list(tmp_path.iterdir()) == [tmp_path / summary.FACTS]

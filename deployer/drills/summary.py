@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def save_facts(stack: Stack, run_dir: Path) -> None:
     and nested runs share the run directory); written whole or not at all."""
     path = run_dir / FACTS
     if not path.exists():
-        part = path.with_suffix(f".{id(stack)}.part")
+        part = path.with_suffix(f".{os.getpid()}.part")  # one per process: xdist workers write at once
         part.write_text(json.dumps(platform_facts(stack), indent=2) + "\n")
         part.replace(path)
 
