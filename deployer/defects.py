@@ -265,6 +265,90 @@ def _etcd_leader_elsewhere(stack: Stack) -> None:
     stack.etcd_leader_elsewhere()
 
 
+def _retag(stack: Stack, nodes: list[str], old: str, new: str) -> None:
+    """Replace the tag line ``old`` by ``new`` in each node's Patroni configuration, then reload it
+    (SIGHUP: Patroni rereads its tags and publishes them at its next loop)."""
+    for node in nodes:
+        stack.ssh(node, ["sudo", "sed", "-i", f"s/^  {old}$/  {new}/", PATRONI_CONFIG])
+        stack.ssh(node, ["sudo", "systemctl", "reload", "patroni"])
+
+
+def _cluster_seen(stack: Stack, expected: str, ok: Callable[[dict[str, dict]], bool]) -> None:
+    """Wait until ``ok`` holds for the members as ``GET /cluster`` reports them (name -> its entry)."""
+    wait_until(expected, lambda: {m["name"]: m for m in patroni.cluster_view(stack.target)["members"]}, ok,
+               timeout=stack.budgets.converge_s)
+
+
+def _async_replica(stack: Stack) -> str:
+    """A replica, not the synchronous standby if there is one (its commits keep their acknowledgement)."""
+    return sorted((m for m in stack.cluster() if m.role == "replica"), key=lambda m: (m.sync, m.name))[0].name
+
+
+def _failover_priority_zero(stack: Stack) -> None:
+    victim = _async_replica(stack)
+    _retag(stack, [victim], "nofailover: false", "failover_priority: 0")
+    _cluster_seen(stack, f"Patroni to report {victim} tagged failover_priority 0",
+                  lambda members: (members[victim].get("tags") or {}).get("failover_priority") == 0)
+
+
+def _failover_priority_as_spec(stack: Stack) -> None:
+    _retag(stack, [n.name for n in stack.spec.nodes], "failover_priority: 0", "nofailover: false")
+    _cluster_seen(stack, "Patroni to report no member tagged failover_priority",
+                  lambda members: not any("failover_priority" in (m.get("tags") or {}) for m in members.values()))
+
+
+def _walreceiver(stack: Stack, node: str) -> str | None:
+    """The pid of the node's WAL receiver (PostgreSQL's shared memory still knows a stopped one)."""
+    rows = stack.psql(node, "SELECT pid FROM pg_stat_wal_receiver")
+    return rows[0][0] if rows else None
+
+
+def _stall_replica(stack: Stack) -> None:
+    """Freeze a replica's WAL receiver (SIGSTOP: it still says streaming), then write about three times
+    ``maximum_lag_on_failover`` of WAL on the leader in a transaction rolled back (no row stays);
+    wait until Patroni reports the replica's lag past the limit. A paused replay would not do:
+    Patroni 4.1 resumes it at its next loop on PostgreSQL 14+, and judges the received position."""
+    victim, limit = _async_replica(stack), stack.spec.patroni.maximum_lag_on_failover
+    pid = _walreceiver(stack, victim)
+    if pid is None:
+        raise TargetError(f"{victim} runs no WAL receiver to stall")
+    stack.ssh(victim, ["sudo", "kill", "-STOP", pid])
+    stack.psql(stack.leader().name, "BEGIN; CREATE TABLE pgha_defect_wal AS SELECT g, repeat('x', 200) AS pad "
+                                    f"FROM generate_series(1, {3 * limit // 200 + 1000}) g; ROLLBACK")
+    _cluster_seen(stack, f"Patroni to report {victim}'s lag past maximum_lag_on_failover ({limit} bytes)",
+                  lambda members: isinstance(members[victim].get("lag"), int) and members[victim]["lag"] > limit)
+
+
+def _resume_replicas(stack: Stack) -> None:
+    for node in stack.spec.nodes:
+        pid = _walreceiver(stack, node.name)
+        if pid is not None:
+            stack.ssh(node.name, ["sudo", "kill", "-CONT", pid])
+    converged(stack)
+
+
+def _nosync_replicas(stack: Stack) -> None:
+    """Synchronous mode on in the DCS (as the spec's tuned-sync profile runs it), then ``nosync`` on
+    every replica, each a synchronous candidate: Patroni names no synchronous standby."""
+    _patch_config(stack, {"synchronous_mode": True})
+    _retag(stack, [m.name for m in stack.cluster() if m.role == "replica"], "nosync: false", "nosync: true")
+    _cluster_seen(stack, "Patroni to report every replica tagged nosync and no synchronous standby",
+                  lambda members: all((m.get("tags") or {}).get("nosync") is True and m["role"] == "replica"
+                                      for m in members.values() if m["role"] != "leader"))
+
+
+def _sync_as_spec(stack: Stack) -> None:
+    sync = stack.spec.patroni.synchronous_mode
+    _retag(stack, [n.name for n in stack.spec.nodes], "nosync: true", "nosync: false")
+    _patch_config(stack, {"synchronous_mode": sync})
+    _cluster_seen(stack, f"Patroni to report no member tagged nosync and {'a' if sync else 'no'} synchronous standby",
+                  lambda members: not any("nosync" in (m.get("tags") or {}) for m in members.values())
+                  and any(m["role"] == "sync_standby" for m in members.values()) == sync)
+    converged(stack)
+
+
+#: The guard of every defect that leaves the cluster unable to fail over (or to some replica).
+FAILOVER_READY = "test_failover_readiness.py::test_a_failover_would_happen_now_and_every_replica_qualifies"
 CATALOGUE: tuple[Defect, ...] = (
     Defect("nsg-open-postgres", "an NSG rule, added by hand without our comment, opens 5432 to the internet",
            ("test_smoke.py::test_readbacks_satisfy_the_target_contract",
@@ -331,6 +415,15 @@ CATALOGUE: tuple[Defect, ...] = (
     Defect("hba-trust", "a node's pg_hba trusts the whole subnet",
            ("test_hosts.py::test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local",),
            "trust", _trust_in_hba, _untrust_hba),
+    Defect("replica-failover-priority-0", "a replica's Patroni configuration says failover_priority: 0 (in place of "
+           "nofailover: false): Patroni never promotes it",
+           (FAILOVER_READY,), "failover_priority: 0", _failover_priority_zero, _failover_priority_as_spec),
+    Defect("replica-lagging", "a replica's WAL receiver is stalled while the leader writes: its lag passes "
+           "maximum_lag_on_failover, so Patroni would not promote it",
+           (FAILOVER_READY,), "maximum_lag_on_failover", _stall_replica, _resume_replicas),
+    Defect("sync-nosync", "under synchronous mode (switched on in the DCS where the spec runs asynchronous) every "
+           "replica, each a synchronous candidate, is tagged nosync: no synchronous standby, no failover",
+           (FAILOVER_READY,), "nosync", _nosync_replicas, _sync_as_spec),
 )
 BY_NAME = {d.name: d for d in CATALOGUE}
 

@@ -1,8 +1,8 @@
-"""The failover verdict (``deployer.failover_readiness``) over Patroni 4.1's answers of a healthy
-3-node stack (``fixtures/patroni_failover.json``: ``/cluster``, ``/config``, each ``/patroni``),
-changed the way each defect changes them: silent on the healthy stack, and naming every reason when a
-member or the failover is ruled out; with the negative controls where Patroni's rules say it stays
-a candidate."""
+"""The failover verdict (``deployer.failover_readiness``) over Patroni 4.1's answers of the local
+stack (``fixtures/patroni_failover.json``: ``/cluster``, ``/config`` and each ``/patroni``, read live
+healthy and under each seeded defect of its guard), and over the healthy answers changed the way
+other defects would change them: silent on the healthy stack, naming every reason when a member or
+the failover is ruled out, with negative controls where Patroni's rules keep a member a candidate."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from deployer.defects import BY_NAME
 from deployer.failover_readiness import readiness, watchdog_problems
 
-HEALTHY = json.loads((Path(__file__).parent / "fixtures" / "patroni_failover.json").read_text())
+LIVE = json.loads((Path(__file__).parent / "fixtures" / "patroni_failover.json").read_text())
+HEALTHY = LIVE["healthy"]
 NODES = ["pg1", "pg2", "pg3"]
 MIB = 1048576
 
@@ -38,6 +40,13 @@ def test_the_healthy_stack_would_fail_over_to_either_replica():
     assert verdict.problems == [] and verdict.leader == "pg1"
     assert verdict.candidates == ("pg2", "pg3") and verdict.promoted == ("pg2", "pg3")
     assert str(verdict) == "leader pg1: a failover now would promote pg2 or pg3 (candidates: pg2, pg3)"
+
+
+@pytest.mark.parametrize("defect", sorted(set(LIVE) - {"healthy"}))
+def test_each_seeded_defect_as_patroni_reported_it_fails_naming_the_defects_evidence(defect):
+    seen = LIVE[defect]
+    verdict = readiness(NODES, seen["cluster"], seen["config"], seen["patroni"])
+    assert verdict.problems and BY_NAME[defect].evidence in str(verdict), str(verdict)
 
 
 @pytest.mark.parametrize(("tags", "named"), [
