@@ -127,11 +127,13 @@ def answer_pool(arm: Arm, replicas: str = "lb_health_replicas.json"):
     arm.lro("POST", f"{lb}/loadBalancingRules/haproxy-replicas/health", load(replicas), header="location")
 
 
-def answer_redeploy(arm: Arm):
-    """A provision into our existing group, up to the deployment: the group read and updated, the
-    what-if answered (no change but the pool membership)."""
+def answer_redeploy(arm: Arm, vms: dict | None = None):
+    """A provision into our existing group, up to the deployment: the group read and updated, its
+    VMs listed (``vms_in_group.json`` unless given: those of the spec's nodes, so none is deleted),
+    the what-if answered (no change but the pool membership)."""
     arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.add("GET", f"{CMP}/virtualMachines", vms or load("vms_in_group.json"))
     arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_attach.json"))
 
 

@@ -273,7 +273,7 @@ def test_provision_refuses_a_group_of_the_same_name_it_did_not_create(target, ar
     arm.add("GET", "/resourcegroups/rg-pgha", foreign)
     with pytest.raises(TargetError, match="refusing to deploy stack pgha into it: resource group rg-pgha has tags"):
         target.provision()
-    assert not arm.sent("PUT") and not arm.sent("POST")
+    assert not arm.sent("PUT") and not arm.sent("POST") and not arm.sent("DELETE")
 
 
 def test_provision_refuses_a_subscription_off_the_allow_list(make_target, arm):
@@ -320,6 +320,7 @@ def test_reprovision_keeps_the_nics_in_the_pool_when_attach_ran(deployed, arm, s
     else:
         arm.error("GET", pool_path, 404, "NotFound", "Resource pgha-lb not found.")
     arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.add("GET", f"{CMP}/virtualMachines", load("vms_in_group.json"))
     answer_deployment(arm, "what_if_attach.json")
     arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.lro("POST", f"{CMP}/virtualMachines/pgha-pg2/start")

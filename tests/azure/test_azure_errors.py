@@ -103,6 +103,7 @@ def test_a_failed_nested_deployment_names_every_innermost_cause(target, arm):
 def test_a_failed_what_if_stops_the_provision_before_the_deployment(target, arm):
     arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
+    arm.add("GET", f"{CMP}/virtualMachines", load("vms_in_group.json"))
     arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_failed.json"))
     with pytest.raises(TargetError, match=r"^preview \(what-if\) deployment pgha-main in rg-pgha failed in Azure "
                                           r"\(status Failed\): InvalidTemplateDeployment: .*; SkuNotAvailable: "):

@@ -45,10 +45,16 @@ def group(az: Clients, rg: str) -> dict | None:
             return None
 
 
+def ours(found: dict, stack: str) -> bool:
+    """Whether a resource (or group) as ARM reports it carries the tags the deployer gives ``stack``'s."""
+    have = found.get("tags") or {}
+    return have.get("created-by") == CREATED_BY and have.get("stack") == stack
+
+
 def refuse_foreign(found: dict, rg: str, stack: str, operation: str) -> None:
     """TargetError unless the group's tags say the deployer created it for ``stack``."""
     have = found.get("tags") or {}
-    if have.get("created-by") != CREATED_BY or have.get("stack") != stack:
+    if not ours(found, stack):
         raise TargetError(f"refusing to {operation}: resource group {rg} has tags {have or '{}'}, not "
                           f"created-by={CREATED_BY} and stack={stack}, so the deployer did not create it")
 

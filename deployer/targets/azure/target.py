@@ -7,7 +7,8 @@ redeploys it with ``true``: on Azure, pool membership lives on the NIC. Each dep
 with what-if first and its changes logged (``deployment``). The VMs have no public address: SSH
 reaches each through the load balancer's inbound NAT rule, and Patroni's REST API through an SSH
 tunnel (``ssh``). Faults are NSG deny rules and power-offs (``nsg_faults``); read-backs are what
-ARM reports (``readbacks``).
+ARM reports (``readbacks``). Scale in takes a leaving node's NIC out of the pool and, at the next
+provision, deletes the VM, NIC and OS disk of a node the spec dropped (``scale_in``).
 
 Destructive work is fenced: the subscription must be in ``azure.subscription_allow_list``, and
 faults and teardown refuse a resource group whose tags do not say the deployer created it for this
@@ -30,13 +31,14 @@ from deployer.netprobe import tcp
 from deployer.secrets import Secrets
 from deployer.spec import SpecError, StackSpec
 from deployer.state import StackState
-from deployer.targets.azure import bicep, convert, deployment, nsg_faults, prerequisites, readbacks, ssh
+from deployer.targets.azure import bicep, convert, deployment, nsg_faults, prerequisites, readbacks, scale_in, ssh
 from deployer.targets.azure.clients import Clients
 from deployer.targets.azure.errors import credential_problem
 from deployer.targets.azure.identity import ARM_SCOPE, AzureEnv
 from deployer.targets.azure.parameters import bicep_parameters
 from deployer.targets.azure.parameters import resolve_source as nsg_source
 from deployer.targets.base import HostAccess, MissingPrerequisite, PoolMember, RuleInForce, Target, TargetError
+from deployer.wait import wait_until
 
 log = logging.getLogger("deployer.azure")
 
@@ -250,12 +252,18 @@ class AzureTarget(Target):
         redeploy restores the NSG's rules (isolation rules go), keeps the NICs in the backend pool
         when they are there (attach ran: ``joinBackendPool=true``, so re-provisioning a stack with
         one stopped VM takes no member out), and VMs this target powered off are started again. A
-        same-named group the deployer did not create is refused."""
+        same-named group the deployer did not create is refused. Scale in: before the deployment,
+        the VM, NIC and OS disk of every node the spec no longer has are deleted (``scale_in``: the
+        stack's VMs as ARM lists them, by computer name), one sentence logged per node; ``up`` has
+        retired each such node from the cluster first (``deployer.scaling``)."""
         template, group = self._open_group()
         tags = self._tags()
         joined = self._joined(group)
         deployment.create_group(self._az, self.resource_group, self.spec.azure.location, tags)
         self._record(resource_group=self.resource_group, subscription_id=self._subscription_id, tags=tags)
+        if group is not None:
+            for vm in scale_in.strays(self._az, self.resource_group, self.spec.name, {n.name for n in self.spec.nodes}):
+                log.info("%s", scale_in.remove(self._az, self.resource_group, vm))
         self._deploy(template, join_pool=joined, tags=tags)
         self._record(isolated=[])
         for node in self.faulted("stopped"):
@@ -281,10 +289,26 @@ class AzureTarget(Target):
         """Stage 3: redeploy ``main.bicep`` with ``joinBackendPool=true`` (the NICs' ip configurations then
         reference the backend pool), with what-if first and the provision's tags (expiry unchanged),
         then wait until the load balancer reports every node healthy. Idempotent: a second run is a
-        no-change deployment."""
+        no-change deployment. Only the spec's nodes are deployed, so a node ``detach`` took out is
+        never put back (its NIC is not in the template; provision deletes it)."""
         self._require_allowed()
         self._deploy(self._compile(bicep.MAIN_BICEP), join_pool=True, tags=self.state.data.get("tags") or self._tags())
         self.wait_pool_healthy()
+
+    def detach(self, node: str) -> None:
+        """Scale in: the node's NIC no longer references the backend pool (``scale_in.leave_pool``: a
+        NIC update that keeps its inbound NAT rule, so SSH to it still works while it is retired),
+        then wait until the load balancer's pool (``backend_pool``) no longer lists it. Idempotent:
+        a NIC already out is not written. Refused outside our resource group."""
+        nic = self._node(node)["nicName"]
+        self._guard(f"take {node} out of the backend pool")
+        lb, pool = self.outputs["loadBalancerName"], self.outputs["backendPoolName"]
+        pool_id = (f"/subscriptions/{self._subscription_id}/resourceGroups/{self.resource_group}/providers/"
+                   f"Microsoft.Network/loadBalancers/{lb}/backendAddressPools/{pool}")
+        if scale_in.leave_pool(self._az, self.resource_group, nic, pool_id, node):
+            log.info("%s: NIC %s no longer references backend pool %s of %s", node, nic, pool, lb)
+        wait_until(f"backend pool {pool} of {lb} without {node}", self.backend_pool,
+                   lambda members: node not in {m.node for m in members}, timeout=self.budgets.lb_settle_s)
 
     # ----- read-backs -----
 
