@@ -21,6 +21,7 @@ import logging
 from deployer import patroni
 from deployer.rolling import _candidate
 from deployer.stack import Stack
+from deployer.targets.base import TargetError
 from deployer.wait import wait_until
 
 log = logging.getLogger("deployer.scaling")
@@ -30,6 +31,9 @@ def retire(deployed: Stack, leaving: list[str]) -> list[str]:
     """Take every node of ``leaving`` out of the cluster, as the module says; ``deployed`` is the
     stack as deployed (its spec still has them). One sentence per node."""
     target, said = deployed.target, []
+    if not [n for n in deployed.spec.nodes if n.name not in leaving]:
+        raise TargetError(f"scale in would retire every node ({', '.join(leaving)}): no member would keep the data; "
+                          "a cluster of all new nodes is a replace")
     for node in leaving:
         staying = [n.name for n in deployed.spec.nodes if n.name not in leaving]
         target.detach(node)
