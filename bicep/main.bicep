@@ -75,6 +75,9 @@ param joinBackendPool bool
 // ---------- names ----------
 
 var backendPoolName = 'nodes'
+// The frontend's DNS label: the stack's name and a suffix unique to its resource group (a label is
+// unique per region, and clients verify TLS against this name: it must not be another stack's).
+var frontendDomainNameLabel = '${stackName}-${uniqueString(resourceGroup().id)}'
 var sshNatRules = [for (node, i) in nodes: {
   name: 'ssh-${node.name}'
   frontendPort: sshNatFrontendPortStart + i
@@ -118,6 +121,7 @@ module frontendPublicIp 'modules/publicIp.bicep' = {
       '2'
       '3'
     ]
+    domainNameLabel: frontendDomainNameLabel
   }
 }
 
@@ -173,6 +177,9 @@ output nodes array = [for (node, i) in nodes: {
 
 @description('The public IPv4 address of the load balancer frontend.')
 output frontendIp string = frontendPublicIp.outputs.ipAddress
+
+@description('The DNS name of the load balancer frontend (<stack>-<suffix>.<region>.cloudapp.azure.com). PostgreSQL terminates TLS behind the load balancer (TCP passthrough), so every node certificate names it and frontendIp: a client connects to either with sslmode=verify-full and the CA file of the stack (<state dir>/tls/trust.crt on the control machine). No port is opened for TLS: it runs on the same ports.')
+output frontendFqdn string = frontendPublicIp.outputs.fqdn
 
 @description('The name of the load balancer.')
 output loadBalancerName string = loadBalancer.outputs.name

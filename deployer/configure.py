@@ -45,7 +45,7 @@ def run_playbook(target: Target, secrets: Secrets, progress: Callable[[str], Non
                             f"{result.get('msg') or result.get('stderr') or 'failed'}".strip()[:500])
         return True
 
-    inventory = render_inventory(target.spec, target.hosts(), target.ansible_vars())
+    inventory = render_inventory(target.spec, target.hosts(), target.ansible_vars(), tls_source=target.pki.dir)
     runner = ansible_runner.run(
         private_data_dir=str(private), project_dir=str(ANSIBLE_DIR), playbook=playbook,
         inventory=inventory, extravars=render_extravars(secrets), quiet=True, event_handler=on_event,

@@ -13,8 +13,9 @@ only if it exists; HAProxy's are read-only commands of its runtime API and stats
 A call is refused when (``hole`` returns None):
 - no connection opened: ``timed out`` (dropped on the way: the NSG) or ``Connection refused``
   (nothing listens on that port: the service does not serve the network);
-- the service answered 401 or 403 (it authenticated the caller and said no), or an error naming
-  authentication (etcd answers a missing token with 400 ``user name is empty``);
+- the service refused the TLS handshake (etcd: no client certificate of the stack's CA), answered
+  401 or 403 (it authenticated the caller and said no), or an error naming authentication (etcd
+  answers a missing token with 400 ``user name is empty``);
 - the API is not served at all (a 404 of the server, not of the API: etcd's v2, switched off);
 - for HAProxy: no answer of its runtime API or stats page came back (whatever else answered).
 Anything else is a hole: the request passed authentication and reached its handler (a Patroni 400
@@ -90,8 +91,8 @@ def calls(spec: StackSpec, leader_key: str, unused_key: str) -> list[Call]:
         for credentials in ("none", "wrong"):
             for method, path in PATRONI_CALLS:
                 found.append(_http("Patroni's REST API", node.name, credentials, method,
-                                   f"http://{address}:{ports.patroni}{path}", "{"))
-            etcd = f"http://{address}:{ports.etcd_client}"
+                                   f"https://{address}:{ports.patroni}{path}", "{"))
+            etcd = f"https://{address}:{ports.etcd_client}"
             found += [
                 _http("etcd's v3 API", node.name, credentials, "POST", f"{etcd}/v3/kv/txn", json.dumps(never)),
                 _http("etcd's v3 API", node.name, credentials, "POST", f"{etcd}/v3/kv/deleterange",

@@ -18,7 +18,7 @@ import requests
 
 from deployer import haproxy_stat, patroni
 from deployer.drills.trial import converged
-from deployer.inventory import role_defaults
+from deployer.inventory import TLS_ON_NODE, role_defaults
 from deployer.stack import Stack
 from deployer.targets import TargetError
 from deployer.targets.local import lb, nsg
@@ -111,8 +111,8 @@ def _reject_replication(stack: Stack) -> None:
 
 
 def _unreject_replication(stack: Stack) -> None:
-    for node in stack.spec.nodes:
-        _as_postgres(stack, node.name, "sed", "-i", "/ reject$/d", _hba_file(stack, node.name))
+    for node in stack.spec.nodes:  # only the defect's line: the role's own "hostnossl ... reject" stay
+        _as_postgres(stack, node.name, "sed", "-i", "/^host replication all .* reject$/d", _hba_file(stack, node.name))
         stack.psql(node.name, "SELECT pg_reload_conf()")
     converged(stack)
 
@@ -128,6 +128,56 @@ def _untrust_hba(stack: Stack) -> None:
     for node in stack.spec.nodes:
         _as_postgres(stack, node.name, "sed", "-i", "/ trust$/d", _hba_file(stack, node.name))
         stack.psql(node.name, "SELECT pg_reload_conf()")
+
+
+def _hba_nossl(stack: Stack) -> None:
+    """On the second node, a line before the role's ``hostnossl ... reject`` accepts the app user
+    without TLS from the subnet (as a hand edit "for a quick test" would)."""
+    node = stack.spec.nodes[1].name
+    line = f"hostnossl app app {stack.spec.network.subnet_cidr} scram-sha-256"
+    _as_postgres(stack, node, "sed", "-i", f"0,/^hostnossl/s|^hostnossl|{line}\\n&|", _hba_file(stack, node))
+    stack.psql(node, "SELECT pg_reload_conf()")
+
+
+def _hba_ssl_only(stack: Stack) -> None:
+    for node in stack.spec.nodes:
+        _as_postgres(stack, node.name, "sed", "-i", "/^hostnossl app app /d", _hba_file(stack, node.name))
+        stack.psql(node.name, "SELECT pg_reload_conf()")
+
+
+def _ssl(value: str | None) -> Callable[[Stack], None]:
+    """``ALTER SYSTEM SET ssl = value`` (None: ``RESET``, back to what Patroni sets) on the second
+    node, reloaded: PostgreSQL there stops (or resumes) offering TLS."""
+    def alter(stack: Stack) -> None:
+        node = stack.spec.nodes[1].name
+        stack.psql(node, f"ALTER SYSTEM SET ssl = {value}" if value else "ALTER SYSTEM RESET ssl")
+        stack.psql(node, "SELECT pg_reload_conf()")
+        wait_until(f"{node}'s PostgreSQL to run ssl = {value or 'on'}", lambda: stack.psql(node, "SHOW ssl"),
+                   lambda seen: seen == [[value or "on"]], timeout=stack.budgets.converge_s)
+    return alter
+
+
+def _install_certificate(stack: Stack, node: str, issued_to: str) -> None:
+    """Install on ``node`` the certificate and key the stack's PKI issued to ``issued_to``, then
+    reload PostgreSQL and Patroni there (etcd reads its certificate at every handshake)."""
+    pki = stack.target.pki.node(issued_to)
+    for source, dest, mode in ((pki.cert, TLS_ON_NODE["cert"], "0644"), (pki.key, TLS_ON_NODE["key"], "0640")):
+        stack.ssh(node, ["sudo", "sh", "-c", 'cat > "$1.new" && chmod "$2" "$1.new" && chgrp ssl-cert "$1.new" '
+                         '&& mv "$1.new" "$1"', "sh", dest, mode], input=source.read_text())
+    stack.psql(node, "SELECT pg_reload_conf()")
+    stack.ssh(node, ["sudo", "systemctl", "reload", "patroni"])
+
+
+def _wrong_certificate(stack: Stack) -> None:
+    """A replica serves the leader's certificate (a copy-paste of the wrong node's files)."""
+    leader = stack.leader().name
+    _install_certificate(stack, next(m.name for m in stack.cluster() if m.role == "replica"), leader)
+
+
+def _own_certificates(stack: Stack) -> None:
+    for node in stack.spec.nodes:
+        _install_certificate(stack, node.name, node.name)
+    converged(stack)
 
 
 def _haproxy_edit(expression: str) -> Callable[[Stack], None]:
@@ -163,7 +213,7 @@ def _patroni_auth(comment: str, uncomment: str, status: int) -> Callable[[Stack]
         stack.ssh(node, ["sudo", "systemctl", "reload", "patroni"])
         url = f"{stack.target.patroni_url(node)}/restart"
         wait_until(f"{node}'s Patroni to answer POST /restart without credentials with {status}",
-                   lambda: requests.post(url, data="{", timeout=5).status_code, lambda seen: seen == status,
+                   lambda: requests.post(url, data="{", verify=stack.target.ca_file, timeout=5).status_code, lambda seen: seen == status,
                    timeout=stack.budgets.converge_s)
     return edit
 
@@ -212,7 +262,7 @@ def _patch_config(stack: Stack, body: dict) -> None:
     """``PATCH /config`` (Patroni's dynamic configuration in the DCS) through the leader."""
     user = role_defaults()["patroni"]["patroni_restapi_username"]
     resp = requests.patch(f"{stack.target.patroni_url(stack.leader().name)}/config", json=body,
-                          auth=(user, stack.secrets["rest_api"]), timeout=10)
+                          auth=(user, stack.secrets["rest_api"]), verify=stack.target.ca_file, timeout=10)
     if resp.status_code != 200:
         raise TargetError(f"Patroni refused PATCH /config {body}: {resp.status_code} {resp.text.strip()}")
 
@@ -421,6 +471,16 @@ CATALOGUE: tuple[Defect, ...] = (
     Defect("replica-lagging", "a replica's WAL receiver is stalled while the leader writes: its lag passes "
            "maximum_lag_on_failover, so Patroni would not promote it",
            (FAILOVER_READY,), "maximum_lag_on_failover", _stall_replica, _resume_replicas),
+    Defect("hba-nossl", "a node's pg_hba accepts the app user without TLS (a hostnossl line before the reject)",
+           ("test_tls.py::test_postgresql_refuses_plain_text_through_the_frontend_and_on_every_node",),
+           "without TLS", _hba_nossl, _hba_ssl_only),
+    Defect("ssl-off", "a node's PostgreSQL runs ssl = off (ALTER SYSTEM, reloaded): it offers no TLS at all",
+           ("test_tls.py::test_every_certificate_chains_to_the_stacks_ca_names_its_address_and_lives_long_enough",
+            "test_tls.py::test_postgresql_refuses_plain_text_through_the_frontend_and_on_every_node"),
+           "pg2", _ssl("off"), _ssl(None)),
+    Defect("cert-wrong-name", "a replica serves another node's certificate (the leader's files copied to it)",
+           ("test_tls.py::test_every_certificate_chains_to_the_stacks_ca_names_its_address_and_lives_long_enough",),
+           "not issued for", _wrong_certificate, _own_certificates),
     Defect("sync-nosync", "under synchronous mode (switched on in the DCS where the spec runs asynchronous) every "
            "replica, each a synchronous candidate, is tagged nosync: no synchronous standby, no failover",
            (FAILOVER_READY,), "nosync", _nosync_replicas, _sync_as_spec),

@@ -32,7 +32,9 @@ TWO_WORD = ("timeout", "option", "http-check", "monitor", "stats", "tcp-check", 
 #: Server options that take one argument; every other option is a flag (``check``, ``backup``).
 SERVER_ARGS = ("inter", "fastinter", "downinter", "fall", "rise", "port", "addr", "maxconn", "minconn",
                "maxqueue", "weight", "on-marked-down", "on-marked-up", "on-error", "slowstart", "error-limit",
-               "observe", "agent-port", "agent-inter", "cookie", "id", "init-addr", "resolvers", "pool-max-conn")
+               "observe", "agent-port", "agent-inter", "cookie", "id", "init-addr", "resolvers", "pool-max-conn",
+               "verify", "ca-file", "crl-file", "verifyhost", "crt", "sni", "check-sni", "ssl-min-ver", "ssl-max-ver",
+               "ciphers", "ciphersuites", "alpn", "check-alpn")
 #: Settings holding a time (HAProxy's unit: milliseconds unless suffixed).
 _TIMES = re.compile(r"^(timeout .*|stats timeout|server \S+ (inter|fastinter|downinter|slowstart|agent-inter))$")
 _UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}

@@ -33,6 +33,8 @@ PASSWORD_VARS = {
     "app": "patroni_app_password",
 }
 WATCHDOG_MODES = ("off", "automatic", "required")
+#: Where the common role installs the stack's TLS material on a node; every role reads it there.
+TLS_ON_NODE = {"ca": "/etc/pgha/tls/ca.crt", "cert": "/etc/pgha/tls/node.crt", "key": "/etc/pgha/tls/node.key"}
 
 
 @functools.cache
@@ -61,6 +63,9 @@ def _spec_vars(spec: StackSpec) -> dict[str, Any]:
     return {
         # common
         "common_hosts": members,
+        "common_tls_dir": str(Path(TLS_ON_NODE["ca"]).parent),
+        **{f"{role}_tls_{kind}_file": path for role in ("etcd", "patroni") for kind, path in TLS_ON_NODE.items()},
+        "haproxy_tls_ca_file": TLS_ON_NODE["ca"],
         # etcd
         "etcd_members": members,
         "etcd_client_port": ports.etcd_client,
@@ -145,7 +150,7 @@ def _target_role_vars(target_vars: dict, spec_vars: dict) -> dict[str, Any]:
     return out
 
 
-def render_inventory(spec: StackSpec, hosts: list[HostAccess], target_vars: dict) -> dict:
+def render_inventory(spec: StackSpec, hosts: list[HostAccess], target_vars: dict, tls_source: Path | None = None) -> dict:
     """The ansible-runner inventory for ``site.yml``: one host per node, every role variable.
 
     ``hosts`` must hold exactly the spec's nodes (as ``Target.hosts()`` returns them) with the
@@ -153,7 +158,8 @@ def render_inventory(spec: StackSpec, hosts: list[HostAccess], target_vars: dict
     what it may contain). Host entries carry the SSH connection (``ansible_host``, ``ansible_port``,
     ``ansible_user``, ``ansible_ssh_private_key_file``, ``ansible_ssh_common_args``) and the node's
     identity in each role; ``all.vars`` carries everything derived from the spec plus the target's
-    variables. No password is in here: see ``render_extravars``.
+    variables. No password is in here: see ``render_extravars``. ``tls_source`` is the stack's PKI
+    directory on the control machine (``deployer.pki.StackPKI.dir``), which the common role copies from.
     Raises ValueError when hosts and spec disagree or a target variable is not a role variable.
     """
     by_name = {h.node: h for h in hosts}
@@ -170,7 +176,8 @@ def render_inventory(spec: StackSpec, hosts: list[HostAccess], target_vars: dict
     unknown = sorted((set(spec_vars) | set(_node_vars("x", "x"))) - known_variables())
     if unknown:
         raise ValueError(f"the inventory sets {', '.join(unknown)}, which no role declares in its defaults")
-    all_vars = {"ansible_become": True, **spec_vars, **_target_role_vars(target_vars, spec_vars)}
+    all_vars = {"ansible_become": True, **spec_vars, **_target_role_vars(target_vars, spec_vars),
+                **({"common_tls_source_dir": str(tls_source)} if tls_source else {})}
     return {"all": {"hosts": inventory_hosts, "vars": all_vars}}
 
 

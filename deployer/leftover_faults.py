@@ -100,7 +100,7 @@ def _ssh_answer(target: Target, node: str) -> str:
 
 def _rest_answer(target: Target, node: str) -> str:
     try:
-        resp = requests.get(f"{target.patroni_url(node)}/patroni", timeout=3)
+        resp = requests.get(f"{target.patroni_url(node)}/patroni", verify=target.ca_file, timeout=3)
     except requests.ConnectTimeout:
         raise
     except requests.ConnectionError:

@@ -33,7 +33,7 @@ def cluster_view(target: Target, timeout: float = 3.0) -> dict:
     errors = []
     for node in target.spec.nodes:
         try:
-            resp = requests.get(f"{target.patroni_url(node.name)}/cluster", timeout=timeout)
+            resp = requests.get(f"{target.patroni_url(node.name)}/cluster", verify=target.ca_file, timeout=timeout)
             resp.raise_for_status()
         except requests.RequestException as exc:
             errors.append(f"{node.name}: {exc}")
@@ -64,7 +64,7 @@ def healthy(members: list[Member], nodes: int) -> bool:
 
 def get(target: Target, node: str, path: str, timeout: float = 3.0) -> dict:
     """One node's answer to ``GET <path>`` of its REST API (``/config``, ``/patroni``...), as JSON."""
-    resp = requests.get(f"{target.patroni_url(node)}{path}", timeout=timeout)
+    resp = requests.get(f"{target.patroni_url(node)}{path}", verify=target.ca_file, timeout=timeout)
     resp.raise_for_status()
     return resp.json()
 
@@ -73,7 +73,7 @@ def post(target: Target, node: str, path: str, body: dict, password: str, timeou
     """An authenticated unsafe call (``POST /switchover``, ``/restart``) to one node's REST API; its
     answer's text. TargetError naming the node, the call and Patroni's answer unless 200."""
     user = role_defaults()["patroni"]["patroni_restapi_username"]
-    resp = requests.post(f"{target.patroni_url(node)}{path}", json=body, auth=(user, password), timeout=timeout)
+    resp = requests.post(f"{target.patroni_url(node)}{path}", json=body, auth=(user, password), verify=target.ca_file, timeout=timeout)
     if resp.status_code != 200:
         raise TargetError(f"{node}'s Patroni refused POST {path} {body}: {resp.status_code} {resp.text.strip()}")
     return resp.text.strip()

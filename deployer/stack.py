@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deployer import haproxy_stat, patroni
 from deployer.budgets import ETCD_LEADER_MOVE_S, Budgets
-from deployer.inventory import role_defaults
+from deployer.inventory import TLS_ON_NODE, role_defaults
 from deployer.paths import run_reports
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec, load_spec
@@ -21,9 +21,14 @@ from deployer.state import StackState
 from deployer.targets import Target, TargetError, get
 from deployer.wait import wait_until
 
-#: libpq options every client of the frontend uses: bounded connect, dead peers noticed in seconds.
+#: libpq options every client of the frontend uses: bounded connect, dead peers noticed in seconds,
+#: and TLS (``sslmode`` and ``sslrootcert``: see ``Stack.dsn``).
 CLIENT_OPTIONS = ("connect_timeout=5 keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 "
                   "tcp_user_timeout=5000")
+#: etcdctl's TLS settings on a node: the stack's CA and the node's own certificate (etcd authenticates
+#: every client by its certificate).
+ETCDCTL_TLS = (f"ETCDCTL_CACERT={TLS_ON_NODE['ca']}", f"ETCDCTL_CERT={TLS_ON_NODE['cert']}",
+               f"ETCDCTL_KEY={TLS_ON_NODE['key']}")
 
 
 class Stack:
@@ -82,33 +87,50 @@ class Stack:
         out = self.ssh(node, ["sudo", "-u", "postgres", "psql", "-XAtq", "-d", dbname, "-F", "\t", "-c", query]).stdout
         return [line.split("\t") for line in out.splitlines() if line]
 
-    def sql_through(self, node: str, port: int, query: str) -> list[list[str]]:
-        """Run ``query`` as the app user through ``node``'s own HAProxy ``port``, from that node
-        (psql there; the password travels on stdin, never on a command line); rows of strings."""
-        script = ('IFS= read -r PGPASSWORD; export PGPASSWORD; exec psql '
-                  '"host=$1 port=$2 dbname=app user=app connect_timeout=5" -XAtq -F "$(printf "\t")" -c "$3"')
+    def sql_through(self, node: str, port: int, query: str, *, host: str | None = None,
+                    sslmode: str = "verify-full") -> list[list[str]]:
+        """Run ``query`` as the app user from ``node`` (psql there; the password travels on stdin,
+        never on a command line) to ``host``'s ``port``, TLS as ``sslmode`` says (verified against
+        the stack's CA by default); rows of strings. TargetError with psql's message when it fails.
+
+        Without ``host``: through the node's own HAProxy (``port`` one of its listeners), an entry
+        point of the frontend's service: libpq dials the node's address (``hostaddr``) and verifies
+        the frontend's name (``host``), which every node's certificate holds, since whichever
+        member HAProxy picks answers the handshake."""
+        script = ('IFS= read -r PGPASSWORD; export PGPASSWORD; exec psql "host=$1 hostaddr=$5 port=$2 dbname=app '
+                  f'user=app connect_timeout=5 sslmode=$4 sslrootcert={TLS_ON_NODE["ca"]}" -XAtq -F "$(printf "\t")" '
+                  '-c "$3"')
         address = self.target.address_of(node)
-        out = self.ssh(node, ["sh", "-c", script, "sh", address, str(port), query], input=self.secrets["app"] + "\n")
+        name, dial = (host, host) if host else (self.target.tls_names()[0], address)
+        out = self.ssh(node, ["sh", "-c", script, "sh", name, str(port), query, sslmode, dial],
+                       input=self.secrets["app"] + "\n")
         return [line.split("\t") for line in out.stdout.splitlines() if line]
+
+    def on_node(self, node: str) -> list[str]:
+        """A command prefix that runs a program on ``node`` over SSH (its arguments quoted for the
+        remote shell by whoever appends them: ``deployer.tls_probe`` does): a vantage inside the
+        cluster's subnet."""
+        return self.target.host(node).ssh_argv("")[:-1]
 
     def etcdctl(self, node: str, *args: str, endpoints: str | None = None, parse: bool = True) -> dict | list | str:
         """``etcdctl ARGS`` (v3) on ``node``, against ``endpoints`` (comma-separated client URLs;
         default: the node's own member on loopback); its parsed JSON answer (``parse``) or its text."""
         port = self.spec.ports.etcd_client
-        argv = ["sudo", "env", "ETCDCTL_API=3", "etcdctl", "--command-timeout=3s",
-                f"--endpoints={endpoints or f'http://127.0.0.1:{port}'}", *(["--write-out=json"] if parse else []), *args]
+        argv = ["sudo", "env", "ETCDCTL_API=3", *ETCDCTL_TLS, "etcdctl", "--command-timeout=3s",
+                f"--endpoints={endpoints or f'https://127.0.0.1:{port}'}", *(["--write-out=json"] if parse else []), *args]
         out = self.ssh(node, argv).stdout
         return json.loads(out) if parse else out
 
-    def _etcd_endpoints(self) -> str:
-        return ",".join(f"http://{n.address}:{self.spec.ports.etcd_client}" for n in self.spec.nodes)
+    def etcd_endpoints(self) -> str:
+        """Every member's client URL (HTTPS), comma-separated, in spec order (etcdctl's ``--endpoints``)."""
+        return ",".join(f"https://{n.address}:{self.spec.ports.etcd_client}" for n in self.spec.nodes)
 
     def etcd_leader(self) -> str | None:
         """The node whose etcd member is etcd's leader, as the members report it (asked on a node in
         the network); None if they do not agree on one, or one knows none (an election is on)."""
         node = self.target.vnet_node()
         names = {m["ID"]: m.get("name") for m in self.etcdctl(node, "member", "list")["members"]}
-        statuses = self.etcdctl(node, "endpoint", "status", endpoints=self._etcd_endpoints())
+        statuses = self.etcdctl(node, "endpoint", "status", endpoints=self.etcd_endpoints())
         leaders = {s["Status"].get("leader") for s in statuses}  # absent (0) while a member knows no leader
         return names.get(leaders.pop()) if len(leaders) == 1 else None
 
@@ -127,7 +149,7 @@ class Stack:
             return
         node = self.target.vnet_node()
         ids = {m.get("name"): m["ID"] for m in self.etcdctl(node, "member", "list")["members"]}
-        self.etcdctl(node, "move-leader", format(ids[to], "x"), endpoints=self._etcd_endpoints(), parse=False)
+        self.etcdctl(node, "move-leader", format(ids[to], "x"), endpoints=self.etcd_endpoints(), parse=False)
 
     def haproxy_admin(self, node: str, command: str) -> str:
         """Send one command to the node's own HAProxy stats socket (level admin); its answer."""
@@ -155,14 +177,17 @@ class Stack:
 
     # ----- clients through the load balancer -----
 
-    def dsn(self, port: int, user: str = "app", dbname: str = "app") -> str:
-        """A libpq DSN to the load balancer frontend on ``port`` (holds a password: never log it)."""
+    def dsn(self, port: int, user: str = "app", dbname: str = "app", sslmode: str = "verify-full") -> str:
+        """A libpq DSN to the load balancer frontend on ``port``, TLS as ``sslmode`` says (by default
+        verified against the stack's CA and the frontend's name). Holds a password: never log it."""
         address, _ = self.target.frontend()
-        return f"host={address} port={port} dbname={dbname} user={user} password={self.secrets[user]} {CLIENT_OPTIONS}"
+        return (f"host={address} port={port} dbname={dbname} user={user} password={self.secrets[user]} "
+                f"{CLIENT_OPTIONS} sslmode={sslmode} sslrootcert={self.target.ca_file}")
 
-    def sql(self, port: int, query: str) -> list[list[str | None]]:
-        """Run ``query`` through the frontend ``port`` from the internet vantage; raises on a SQL error."""
-        env = {**os.environ, "PGHA_DSN": self.dsn(port)}
+    def sql(self, port: int, query: str, sslmode: str = "verify-full") -> list[list[str | None]]:
+        """Run ``query`` through the frontend ``port`` from the internet vantage (TLS as ``sslmode``
+        says); raises on a SQL error."""
+        env = {**os.environ, "PGHA_DSN": self.dsn(port, sslmode=sslmode)}
         argv = [*self.target.vantage(), sys.executable, "-m", "deployer.netprobe", "sql", "PGHA_DSN", query]
         out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
         if out.returncode != 0:

@@ -34,6 +34,7 @@ from deployer.leftover_faults import check_nodes_answer, heal_leftovers
 from deployer.plan import Plan, plan
 from deployer.netprobe import tcp
 from deployer.paths import ANSIBLE_DIR, REPO, SUITES, run_reports
+from deployer.pki import StackPKI
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec, check_for_target
 from deployer.stack import Stack
@@ -109,12 +110,13 @@ CONSUMES: dict[str, frozenset[str]] = {
 def fingerprint(stage: str, spec: StackSpec, state: StackState) -> str:
     """SHA-256 of what ``stage`` is run from: the spec fields it consumes (``CONSUMES``; verify:
     all) and, for configure, the files of ``CONFIGURE_SOURCES`` and the VM image the target recorded
-    (``state.data["image"]``)."""
+    (``state.data["image"]``) and the certificates it ships (``StackPKI.fingerprint_material``)."""
     digest = hashlib.sha256(spec.model_dump_json(include=CONSUMES.get(stage)).encode())
     if stage == "configure":
         for path in (p for root in CONFIGURE_SOURCES for p in _tree(root)):
             digest.update(f"\0{path.relative_to(REPO)}\0".encode() + path.read_bytes())
         digest.update(f"\0image\0{state.data.get('image', '')}".encode())
+        digest.update(b"\0tls\0" + StackPKI(state.dir, spec.name).fingerprint_material())
     return digest.hexdigest()
 
 
@@ -284,6 +286,8 @@ def up(state: StackState, target: Target, *, from_stage: str | None = None, unti
     }
     ran = ""
     for stage in STAGES[first:last + 1]:
+        if stage == "configure" and (issued := target.ensure_certificates()):
+            log.info("Certificates issued for %s (stack CA %s).", ", ".join(issued), target.pki.dir)
         if ran:
             log.info("%s: runs, because %s ran before it.", stage.capitalize(), ran)
         elif stage in forced or from_stage:

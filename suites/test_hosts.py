@@ -78,6 +78,7 @@ def test_every_file_holding_a_secret_is_owned_by_its_service_with_mode_0600(stac
 
 
 def test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local(stack):
+    """Over TCP: TLS and scram-sha-256 from the subnet or loopback only, plain TCP refused explicitly."""
     subnet = stack.spec.network.subnet_cidr
     for node in stack.spec.nodes:
         rows = stack.psql(node.name, "SELECT line_number, type, address, netmask, auth_method, coalesce(error, '') "
@@ -90,19 +91,22 @@ def test_postgresql_loaded_only_scram_rules_from_the_subnet_or_local(stack):
             if kind == "local":
                 assert method in ("scram-sha-256", "peer"), f"{where}: local connections need scram-sha-256 or peer"
                 continue
+            if (kind, method) == ("hostnossl", "reject"):
+                continue  # plain TCP refused explicitly
             network = ipaddress.ip_network(f"{address}/{netmask}", strict=False)
+            assert kind == "hostssl", f"{where}: every TCP rule that lets anyone in must require TLS (hostssl)"
             assert method == "scram-sha-256", f"{where}: only scram-sha-256 is allowed over TCP"
             assert network.subnet_of(subnet) or network.is_loopback, f"{where}: admits {network}, outside {subnet}"
+        refusals = [(kind, address) for _, kind, address, _, method, _ in rows if (kind, method) == ("hostnossl", "reject")]
+        assert ("hostnossl", "0.0.0.0") in refusals, f"{node.name}: no rule refuses plain TCP from anywhere ({rows})"
 
 
 def test_etcd_has_one_healthy_member_per_node_and_one_leader(stack):
-    port = stack.spec.ports.etcd_client
     node = stack.spec.nodes[0].name
     members = stack.etcdctl(node, "member", "list")["members"]
     assert sorted(m.get("name") for m in members) == sorted(n.name for n in stack.spec.nodes), \
         f"etcd members {[m.get('name') for m in members]}, the spec's nodes {[n.name for n in stack.spec.nodes]}"
-    endpoints = ",".join(f"http://{n.address}:{port}" for n in stack.spec.nodes)
-    status = stack.etcdctl(node, "endpoint", "status", endpoints=endpoints)
+    status = stack.etcdctl(node, "endpoint", "status", endpoints=stack.etcd_endpoints())
     leaders = {s["Status"]["leader"] for s in status}
     own = {s["Status"]["header"]["member_id"] for s in status}
     assert len(status) == len(stack.spec.nodes) and len(leaders) == 1 and leaders <= own, \

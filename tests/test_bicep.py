@@ -326,11 +326,12 @@ def test_every_module_outputs_resource_id_and_name():
 
 def test_main_outputs_are_the_contract_with_the_azure_target():
     outputs = parse(MAIN)["outputs"]
-    assert set(outputs) == {"nodes", "frontendIp", "loadBalancerName", "backendPoolName", "nsgName", "vnetName"}
+    assert set(outputs) == {"nodes", "frontendIp", "frontendFqdn", "loadBalancerName", "backendPoolName", "nsgName",
+                            "vnetName"}
     assert outputs["nodes"]["type"] == "array"
     node = loop_body(outputs["nodes"]["value"])
     assert set(node) == {"name", "privateIp", "nicName", "vmName", "sshPort"}
-    for name in ("frontendIp", "loadBalancerName", "backendPoolName", "nsgName", "vnetName"):
+    for name in ("frontendIp", "frontendFqdn", "loadBalancerName", "backendPoolName", "nsgName", "vnetName"):
         assert outputs[name]["type"] == "string", name
 
 
@@ -455,6 +456,96 @@ def test_missing_admin_cidr_is_a_clear_error():
         bicep_parameters(spec, join_pool=False, ssh_public_key=SSH_KEY, tags=TAGS)
     with pytest.raises(ValueError, match=r"azure\.admin_cidr"):
         nsg_security_rules(spec)
+
+
+#: The inbound surface the NSG admitted before TLS (issue 17), as (source, port) of its allow rules,
+#: written out here rather than derived: TLS runs on the same ports, so TLS must leave it as it was.
+#: A change to the surface is made here on purpose, never as a side effect.
+INBOUND_BEFORE_TLS = {
+    ("Internet", 5000), ("Internet", 5001), ("AzureLoadBalancer", 8404),
+    *(("VirtualNetwork", p) for p in (5432, 8008, 5000, 5001, 8404)),
+    ("10.0.1.0/24", 2379), ("10.0.1.0/24", 2380), (ADMIN_CIDR, 22),
+}
+#: The compiled template the Azure tests deploy (``bicep build`` of main.bicep, see its README).
+COMPILED = Path(__file__).resolve().parent / "azure" / "fixtures" / "bicep_build_main.json"
+
+
+def inbound_allowed(rules: list[dict]) -> set[tuple[str, int]]:
+    """(source, port) of every inbound allow rule; a rule over every port counts as port 0."""
+    out = set()
+    for rule in rules:
+        props = rule["properties"]
+        if props["direction"] == "Inbound" and props["access"] == "Allow":
+            sources = props.get("sourceAddressPrefixes") or [props["sourceAddressPrefix"]]
+            out |= {(src, port) for src in sources for port in (_ports(props) or {0})}
+    return out
+
+
+def test_tls_opens_nothing_new_in_the_nsg(spec, params):
+    """Issue 17, item 7: PostgreSQL, Patroni's API and etcd speak TLS on the ports they always had,
+    and the frontend's DNS name is a record, not a rule. The compiled template's NSG takes its rules
+    from the securityRules parameter alone (no rule written in the template), those parameters are
+    stack.yaml's security_rules, and what they admit inbound is exactly what was admitted before TLS."""
+    compiled = json.loads(COMPILED.read_text())
+    (nsg,) = [r for r in compiled["resources"].values() if r["properties"]["parameters"].get("securityRules")]
+    assert nsg["properties"]["parameters"]["securityRules"] == {"value": "[parameters('securityRules')]"}
+    keys = ("sourceAddressPrefix", "sourceAddressPrefixes", "destinationPortRange", "destinationPortRanges")
+    assert [n for n in walk(compiled) if isinstance(n, dict) and any(k in n for k in keys)] == []
+    assert [r for _, _, r in resources() if r["type"].startswith(NSG + "/")] == [], "no rule as a child resource"
+    rules = params["securityRules"]["value"]
+    assert rules == nsg_security_rules(spec) and [r["name"] for r in rules] == [r.name for r in spec.security_rules]
+    assert inbound_allowed(rules) == INBOUND_BEFORE_TLS
+    assert {(s, p) for s, p in inbound_allowed(rules) if s in OPEN_SOURCES} == {("Internet", 5000), ("Internet", 5001)}
+
+
+def test_the_inbound_surface_check_sees_a_port_opened_for_tls(params):
+    """Negative control: a rule admitting TLS on a port of its own (5433) or Patroni's API from the
+    internet changes the surface."""
+    extra = {"name": "allow-tls", "properties": {"direction": "Inbound", "access": "Allow",
+                                                 "sourceAddressPrefix": "Internet", "destinationPortRanges": ["5433", "8008"]}}
+    assert inbound_allowed([*params["securityRules"]["value"], extra]) - INBOUND_BEFORE_TLS == {
+        ("Internet", 5433), ("Internet", 8008)}
+
+
+# ---------------------------------------------------------------- the frontend's DNS name (TLS)
+
+
+def _pip_declarations() -> dict[str, dict]:
+    """The params of every declaration of the public IP module, by symbol (main's and network's)."""
+    return {sym: passed for f in FILES for sym, target, passed in module_decls(f) if target.name == "publicIp.bicep"}
+
+
+def test_the_frontend_has_a_dns_name_unique_to_its_group_and_the_nat_address_none():
+    """Clients verify the frontend's name (sslmode=verify-full): the load balancer's public IP gets a
+    DNS label, the stack's name and a suffix unique to its resource group (labels are unique per
+    region: two stacks of one name in two groups must not collide), and main outputs the name Azure
+    assigned. The NAT gateway's address gets none."""
+    declared = _pip_declarations()
+    assert set(declared) == {"frontendPublicIp", "natPublicIp"}
+    assert "domainNameLabel" not in declared["natPublicIp"]
+    assert declared["frontendPublicIp"]["domainNameLabel"] == "frontendDomainNameLabel"
+    label = parse(MAIN)["variables"]["frontendDomainNameLabel"]["value"]
+    assert label == "${stackName}-${uniqueString(resourceGroup().id)}"
+    # The longest stack name + '-' + uniqueString's 13 characters is still a valid Azure DNS label.
+    longest = "a" * decorators(parse(MAIN)["parameters"]["stackName"])["max_length"] + "-" + "b" * 13
+    assert len(longest) == 29 and re.fullmatch(r"[a-z][a-z0-9-]{1,61}[a-z0-9]", longest)
+
+    pip_file = MODULES / "publicIp.bicep"
+    (body,) = [r["config"] for _, _, r in resources(pip_file)]
+    dns = body["properties"]["dnsSettings"]["operator"]
+    assert dns["type"] == "conditional"
+    assert dns["operands"]["condition"] == {"function": {"type": "empty",
+                                                         "parameters": {"item_to_test": "domainNameLabel"}}}
+    assert dns["operands"]["true_value"] is None, "no label: no DNS settings at all"
+    assert dns["operands"]["false_value"] == {"domainNameLabel": "domainNameLabel"}
+    assert parse(pip_file)["parameters"]["domainNameLabel"]["default"] == ""
+    fqdn = parse(pip_file)["outputs"]["fqdn"]["value"]["operator"]["operands"]
+    assert fqdn["true_value"] == "" and references(fqdn["false_value"]) >= {"publicIp", "dnsSettings", "fqdn"}
+    main_fqdn = parse(MAIN)["outputs"]["frontendFqdn"]
+    assert main_fqdn["type"] == "string" and _root(main_fqdn["value"]) == "frontendPublicIp"
+    assert _output_name(main_fqdn["value"]) == "fqdn"
+    described = decorators(main_fqdn)["description"]
+    assert "sslmode=verify-full" in described and "tls/trust.crt" in described, "the Bicep says what a client needs"
 
 
 # ---------------------------------------------------------------- parameters vs main.bicep

@@ -40,9 +40,9 @@ CLOSED = {"reachable": False, "detail": "Connection refused"}
 
 
 @pytest.mark.parametrize("service, what, credentials, answer", [
-    (PATRONI, "POST http://10.0.1.5:8008/restart", "none", PATRONI_401),
-    (PATRONI, "PATCH http://10.0.1.5:8008/config", "wrong", PATRONI_401),
-    (PATRONI, "DELETE http://10.0.1.5:8008/switchover", "none", {"reachable": True, "status": 403, "body": ""}),
+    (PATRONI, "POST https://10.0.1.5:8008/restart", "none", PATRONI_401),
+    (PATRONI, "PATCH https://10.0.1.5:8008/config", "wrong", PATRONI_401),
+    (PATRONI, "DELETE https://10.0.1.5:8008/switchover", "none", {"reachable": True, "status": 403, "body": ""}),
     ("etcd's v3 API", "/v3/kv/txn", "none", DROPPED),
     ("etcd's v3 API", "/v3/kv/txn", "none", ETCD_NO_USER),
     ("etcd's v3 API", "/v3/kv/deleterange", "wrong", CLOSED),
@@ -57,8 +57,8 @@ def test_refusals_pass(service, what, credentials, answer):
 
 
 @pytest.mark.parametrize("service, what, credentials, answer, named", [
-    (PATRONI, "POST http://10.0.1.5:8008/switchover", "none", PATRONI_400, "POST http://10.0.1.5:8008/switchover"),
-    (PATRONI, "PUT http://10.0.1.5:8008/config", "wrong", PATRONI_400, "wrong credentials"),
+    (PATRONI, "POST https://10.0.1.5:8008/switchover", "none", PATRONI_400, "POST https://10.0.1.5:8008/switchover"),
+    (PATRONI, "PUT https://10.0.1.5:8008/config", "wrong", PATRONI_400, "wrong credentials"),
     ("etcd's v3 API", "/v3/kv/txn", "none", ETCD_TXN_OK, "etcd's v3 API on pg2"),
     ("etcd's v3 API", "/v3/kv/deleterange", "wrong", ETCD_TXN_OK, "deleterange"),
     ("etcd's v2 API", "/v2/keys", "none", ETCD_V2_ON, "Key not found"),
@@ -98,7 +98,7 @@ def test_refusal_says_which_kind():
 
 
 def test_a_dropped_call_to_a_port_the_spec_admits_proves_nothing():
-    patroni = call(PATRONI, "POST http://10.0.1.5:8008/restart")
+    patroni = call(PATRONI, "POST https://10.0.1.5:8008/restart")
     assert "though the spec admits port 8008" in control_plane.unreached(patroni, DROPPED, admitted=True)
     unroutable = {"reachable": False, "detail": "Network is unreachable"}
     assert control_plane.unreached(patroni, unroutable, admitted=True) is not None

@@ -195,6 +195,7 @@ class AnsweringTarget:
     whose Patroni REST API is ``rest[node]`` (a port on this machine)."""
 
     spec = SPEC
+    ca_file = None  # plain HTTP here: requests' default
 
     def __init__(self, ssh: dict[str, str], rest: dict[str, int]):
         self.ssh, self.rest = ssh, rest

@@ -61,7 +61,7 @@ def test_the_runtime_api_reports_servers_as_the_file_sets_them():
     (r"^(    default-server .*) fastinter 200ms ", r"\1 ", "listen primary: server pg1 fastinter"),
     (r"^(    default-server .*) downinter 200ms ", r"\1 downinter 2s ", "listen primary: server pg1 downinter"),
     (r" on-marked-down shutdown-sessions$", "", "listen primary: server pg2 on-marked-down"),
-    (r"^(    server pg2 .*) check port 8008$", r"\1 check port 8008 inter 5s", "listen primary: server pg2 inter"),
+    (r"^(    server pg2 .* check port 8008) (.*)$", r"\1 inter 5s \2", "listen primary: server pg2 inter"),
     (r"^(    server pg1 .*) maxconn 90 ", r"\1 maxconn 500 ", "listen primary: server pg1 maxconn"),
     (r"^    timeout check 1000ms$", "    timeout check 5s", "listen replicas: timeout check"),
     (r"^    timeout connect 4000ms$", "    timeout connect 10s", "listen primary: timeout connect"),
@@ -72,9 +72,11 @@ def test_the_runtime_api_reports_servers_as_the_file_sets_them():
     (r"^(    server pg3 .*)$", r"\1\n    server pg4 10.0.1.7:5432 check port 8008", "server pg4 address"),
     (r"^    option srvtcpka\n", "", "listen primary: option srvtcpka"),
     (r"^    maxconn 2000$", "    maxconn 20000", "global: maxconn"),
+    (r"^(    server pg2 .*) verify required ", r"\1 verify none ", "listen primary: server pg2 verify"),
+    (r"^(    server pg1 .*) check-ssl ", r"\1 ", "listen primary: server pg1 check-ssl"),
 ], ids=["fall", "rise", "inter", "fastinter-dropped", "downinter", "on-marked-down", "server-inter", "maxconn",
         "timeout-check", "timeout-connect", "timeout-client", "retries", "httpchk", "expect", "extra-server",
-        "srvtcpka", "global-maxconn"])
+        "srvtcpka", "global-maxconn", "verify-none", "check-ssl-dropped"])
 def test_a_hand_edit_of_the_loaded_file_fails_naming_node_section_and_setting(pattern, replacement, named):
     found = differences("pg3", EXPECTED, running(edited(pattern, replacement)))
     assert found and all(line.startswith("pg3: ") for line in found)

@@ -70,6 +70,7 @@ class Stack:
     dsn = lambda self, port: "host=127.0.0.1 port=9 dbname=app user=app password=secret connect_timeout=1"
     etcd_leader_elsewhere = lambda self: {"etcd's leader": "pg2", "Patroni's leader": "pg1"}
     etcd_leader = lambda self: "pg2"
+    etcd_endpoints = lambda self: "https://10.0.1.4:2379"
     pool_health = lambda self: {}
 
     def ssh(self, node, command, **_):

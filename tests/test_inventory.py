@@ -315,10 +315,19 @@ def test_patroni_yml_carries_the_spec(rendered):
         assert {k: params[k] for k in spec.postgres_settings()} == spec.postgres_settings() == {
             "max_connections": "150", "wal_sender_timeout": "7000", "shared_buffers": "32768", "wal_level": "logical"}
         assert params["hot_standby"] == "on" and params["max_wal_senders"] == 10, "the role's own parameters stay"
-        remote = [line.split() for line in conf["postgresql"]["pg_hba"] if line.startswith("host ")]
-        assert {r[3] for r in remote} == {"127.0.0.1/32", str(spec.network.subnet_cidr)}
-        assert all(r[-1] == "scram-sha-256" for r in remote)
-        assert ["host", "replication", "replicator", str(spec.network.subnet_cidr), "scram-sha-256"] in remote
+        hba = [line.split() for line in conf["postgresql"]["pg_hba"] if line.startswith("host")]
+        assert [r[0] for r in hba[:2]] == ["hostnossl"] * 2 and all(r[-1] == "reject" for r in hba[:2]), \
+            "plain TCP is refused first, from anywhere"
+        assert {r[3] for r in hba[:2]} == {"0.0.0.0/0", "::/0"}
+        assert {r[0] for r in hba[2:]} == {"hostssl"}, "every other TCP line needs TLS"
+        assert {r[3] for r in hba[2:]} == {"127.0.0.1/32", str(spec.network.subnet_cidr)}
+        assert all(r[-1] == "scram-sha-256" for r in hba[2:])
+        assert conf["postgresql"]["parameters"]["ssl"] == "on"
+        assert conf["postgresql"]["parameters"]["ssl_min_protocol_version"] == "TLSv1.2"
+        for role in ("replication", "rewind"):
+            assert conf["postgresql"]["authentication"][role]["sslmode"] == "verify-full"
+        assert conf["etcd3"]["protocol"] == "https" and conf["etcd3"]["cert"] == conf["restapi"]["certfile"]
+        assert ["hostssl", "replication", "replicator", str(spec.network.subnet_cidr), "scram-sha-256"] in hba
 
 
 def _env(path: Path) -> dict:
@@ -330,17 +339,21 @@ def test_etcd_env_forms_the_cluster_from_the_spec(rendered):
     """The runtime settings in etcd.env; the bootstrap-only ones (a change there must not restart a
     running member) in etcd-initial.env, forming a new cluster of every node of the spec."""
     spec, out = rendered
-    initial = ",".join(f"{n.name}=http://{n.address}:{spec.ports.etcd_peer}" for n in spec.nodes)
+    initial = ",".join(f"{n.name}=https://{n.address}:{spec.ports.etcd_peer}" for n in spec.nodes)
     for node in spec.nodes:
         env, boot = _env(out / node.name / "etcd.env"), _env(out / node.name / "etcd-initial.env")
         assert env["ETCD_NAME"] == node.name
         assert not [k for k in env if k.startswith("ETCD_INITIAL_")], env
         assert boot["ETCD_INITIAL_CLUSTER"] == initial and boot["ETCD_INITIAL_CLUSTER_STATE"] == "new", boot
-        assert boot["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"http://{node.address}:{spec.ports.etcd_peer}"
-        assert env["ETCD_LISTEN_CLIENT_URLS"] == (f"http://{node.address}:{spec.ports.etcd_client},"
-                                                  f"http://127.0.0.1:{spec.ports.etcd_client}")
+        assert boot["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"https://{node.address}:{spec.ports.etcd_peer}"
+        assert env["ETCD_LISTEN_CLIENT_URLS"] == (f"https://{node.address}:{spec.ports.etcd_client},"
+                                                  f"https://127.0.0.1:{spec.ports.etcd_client}")
         assert env["ETCD_ENABLE_V2"] == "false"
         assert env["ETCD_PRE_VOTE"] == "true", "a rejoining isolated member must not depose etcd's leader"
+        assert env["ETCD_CLIENT_CERT_AUTH"] == env["ETCD_PEER_CLIENT_CERT_AUTH"] == "true", \
+            "clients and peers must show a certificate of the stack's CA"
+        assert env["ETCD_TRUSTED_CA_FILE"] == env["ETCD_PEER_TRUSTED_CA_FILE"] == "/etc/pgha/tls/ca.crt"
+        assert "TLS_RSA" not in env["ETCD_CIPHER_SUITES"] and "GCM" in env["ETCD_CIPHER_SUITES"]
 
 
 def test_members_joining_a_running_cluster_bootstrap_one_at_a_time(tmp_path):
@@ -349,7 +362,7 @@ def test_members_joining_a_running_cluster_bootstrap_one_at_a_time(tmp_path):
     spec = spec_with(nodes=[{"name": f"pg{i}", "address": f"10.0.1.{i + 3}"} for i in range(1, 6)])
     joining = [{"name": n.name, "address": str(n.address)} for n in spec.nodes[3:]]
     out = render_templates(tmp_path, spec, etcd_joining_members=joining)
-    url = {n.name: f"{n.name}=http://{n.address}:{spec.ports.etcd_peer}" for n in spec.nodes}
+    url = {n.name: f"{n.name}=https://{n.address}:{spec.ports.etcd_peer}" for n in spec.nodes}
     boot = {n.name: _env(out / n.name / "etcd-initial.env") for n in spec.nodes}
     assert boot["pg4"]["ETCD_INITIAL_CLUSTER"] == ",".join(url[n] for n in ("pg1", "pg2", "pg3", "pg4"))
     assert boot["pg5"]["ETCD_INITIAL_CLUSTER"] == ",".join(url.values())
@@ -363,10 +376,10 @@ def test_the_etcd_leader_daemon_asks_its_own_patroni_and_member_and_hands_to_the
         unit = (out / node.name / "etcd-leader-elsewhere.service").read_text().replace("\\\n", " ")
         argv = next(line for line in unit.splitlines() if line.startswith("ExecStart=")).split()
         pairs = list(zip(argv[1::2], argv[2::2]))
-        assert ("--patroni", f"http://{node.address}:{spec.ports.patroni}/primary") in pairs
-        assert [v for k, v in pairs if k == "--local"] == [f"http://{node.address}:{port}"]
+        assert ("--patroni", f"https://{node.address}:{spec.ports.patroni}/primary") in pairs
+        assert [v for k, v in pairs if k == "--local"] == [f"https://{node.address}:{port}"]
         assert sorted(v for k, v in pairs if k == "--peer") == sorted(
-            f"http://{n.address}:{port}" for n in spec.nodes if n.name != node.name)
+            f"https://{n.address}:{port}" for n in spec.nodes if n.name != node.name)
 
 
 def test_haproxy_cfg_routes_to_every_node_with_the_spec_checks(rendered):
@@ -386,7 +399,9 @@ def test_haproxy_cfg_routes_to_every_node_with_the_spec_checks(rendered):
         assert f"bind :{port}" in section and f"option httpchk OPTIONS {check}" in section and default in section
         servers = [line.split() for line in section if line.startswith("server ")]
         assert [(s[1], s[2]) for s in servers] == [(n.name, f"{n.address}:{spec.ports.postgres}") for n in spec.nodes]
-        assert all(s[-3:] == ["check", "port", str(spec.ports.patroni)] for s in servers)
+        assert all(s[5:] == ["check", "port", str(spec.ports.patroni), "check-ssl", "verify", "required", "ca-file",
+                             "/etc/pgha/tls/ca.crt", "verifyhost", s[1]] for s in servers), \
+            "checks over HTTPS, verifying the CA and each server's own name"
     health = sections["frontend health"]
     assert f"bind :{spec.ports.haproxy_health}" in health and "monitor-uri /health" in health
     assert "monitor fail if { nbsrv(primary) lt 1 }" in health, "the probe must fail without a primary to route to"

@@ -147,7 +147,7 @@ class FakeStack:
         self.state, self.target = types.SimpleNamespace(name="pgha"), types.SimpleNamespace(name="local")
 
     def ssh(self, node, argv, timeout):
-        assert argv[-1] == "2379" and "SHOW server_version" in argv[3]
+        assert argv[5:] == ["2379", "/etc/pgha/tls/ca.crt", "/etc/pgha/tls/node.crt", "/etc/pgha/tls/node.key"] and "SHOW server_version" in argv[3]
         answer = self.answers[node]
         if isinstance(answer, Exception):
             raise answer

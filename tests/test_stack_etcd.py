@@ -31,7 +31,7 @@ def _stack(leaders: list[int]) -> tuple[Stack, list]:
 def test_the_leader_every_member_names_is_mapped_to_its_node():
     stack, asked = _stack([22, 22, 22])
     assert stack.etcd_leader() == "pg2"
-    endpoints = ",".join(f"http://{n.address}:{SPEC.ports.etcd_client}" for n in SPEC.nodes)
+    endpoints = ",".join(f"https://{n.address}:{SPEC.ports.etcd_client}" for n in SPEC.nodes)
     assert asked[-1] == ("pg3", ("endpoint", "status"), endpoints)
 
 
@@ -44,7 +44,7 @@ def test_members_that_disagree_name_an_unknown_member_or_know_none_give_no_leade
 def test_moving_the_leader_sends_the_members_id_in_hex_to_every_endpoint():
     stack, asked = _stack([22, 22, 22])
     stack.move_etcd_leader("pg3")
-    endpoints = ",".join(f"http://{n.address}:{SPEC.ports.etcd_client}" for n in SPEC.nodes)
+    endpoints = ",".join(f"https://{n.address}:{SPEC.ports.etcd_client}" for n in SPEC.nodes)
     assert asked[-1] == ("pg3", ("move-leader", "21"), endpoints)
 
 

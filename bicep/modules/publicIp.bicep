@@ -1,5 +1,5 @@
 metadata name = 'Public IP address'
-metadata description = 'A Standard, static IPv4 public IP address (load balancer frontend or NAT gateway egress).'
+metadata description = 'A Standard, static IPv4 public IP address (load balancer frontend or NAT gateway egress), with a DNS name when given a label.'
 
 @description('Required. Name of the public IP address.')
 param name string
@@ -18,6 +18,10 @@ param zones array = []
 @maxValue(30)
 param idleTimeoutInMinutes int = 4
 
+@description('Optional. DNS label of the address: its name is then <label>.<region>.cloudapp.azure.com; empty for no DNS name.')
+@maxLength(63)
+param domainNameLabel string = ''
+
 resource publicIp 'Microsoft.Network/publicIPAddresses@2024-05-01' = {
   name: name
   location: location
@@ -31,6 +35,7 @@ resource publicIp 'Microsoft.Network/publicIPAddresses@2024-05-01' = {
     publicIPAllocationMethod: 'Static'
     publicIPAddressVersion: 'IPv4'
     idleTimeoutInMinutes: idleTimeoutInMinutes
+    dnsSettings: empty(domainNameLabel) ? null : { domainNameLabel: domainNameLabel }
   }
 }
 
@@ -42,3 +47,6 @@ output resourceId string = publicIp.id
 
 @description('The allocated public IP address.')
 output ipAddress string = publicIp.properties.ipAddress
+
+@description('The DNS name of the address (<label>.<region>.cloudapp.azure.com) as Azure assigned it; empty without a label.')
+output fqdn string = empty(domainNameLabel) ? '' : publicIp.properties.dnsSettings.fqdn

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deployer import haproxy_stat, journal
-from deployer.inventory import role_defaults
+from deployer.inventory import TLS_ON_NODE, role_defaults
 from deployer.stack import Stack
 from load.history import HistoryWriter, Op
 
@@ -129,7 +129,6 @@ def observing(stack: Stack, victim: str, history_dir: Path, *, direct: bool = Tr
     watcher = stack.target.vnet_node(avoid=victim)
     spec, ports = stack.spec, stack.spec.ports
     key = f"{role_defaults()['patroni']['patroni_namespace'].rstrip('/')}/{spec.patroni.scope}/leader"
-    endpoints = ",".join(f"http://{n.address}:{ports.etcd_client}" for n in spec.nodes)
     socket = role_defaults()["haproxy"]["haproxy_stats_socket"]
     writer = HistoryWriter(history_dir / "history-direct.jsonl") if direct else None
 
@@ -147,12 +146,12 @@ def observing(stack: Stack, victim: str, history_dir: Path, *, direct: bool = Tr
 
     pool = threading.Thread(target=_poll_pool, args=(stack, seen, stop), daemon=True, name="observe-pool")
     try:
-        streams.append(_Stream(stack, watcher, "leader_watch.py", ["python3", key, endpoints], None, on_key))
+        streams.append(_Stream(stack, watcher, "leader_watch.py", ["python3", key, stack.etcd_endpoints(), *TLS_ON_NODE.values()], None, on_key))
         for node in spec.nodes:
             streams.append(_Stream(stack, node.name, "haproxy_watch.py", ["python3", socket, str(PERIOD_S)], None,
                                    on_stat(node.name)))
         if direct:
-            config = {"addresses": [str(n.address) for n in spec.nodes], "port": ports.postgres,
+            config = {"addresses": [str(n.address) for n in spec.nodes], "port": ports.postgres, "ca": TLS_ON_NODE["ca"],
                       "password": stack.secrets["app"], "prefix": f"{history_dir.parent.name}-direct",
                       "period": PERIOD_S}
             streams.append(_Stream(stack, watcher, "direct_writer.py", [f"{role_defaults()['patroni']['patroni_venv']}/bin/python"],

@@ -15,13 +15,16 @@ from pathlib import Path
 
 from deployer import patroni
 from deployer.drills.trend import MIN_PREVIOUS, Trend
+from deployer.inventory import TLS_ON_NODE
 from deployer.stack import Stack
 
 #: Run on a node as root, one answer per line: PostgreSQL's ``server_version``, etcd's ``/version``
-#: (JSON) on its loopback client port ($1), HAProxy's ``haproxy -v`` first line.
+#: (JSON) on its loopback client port ($1; HTTPS, the node's client certificate: $2-$4 are the CA,
+#: certificate and key files), HAProxy's ``haproxy -v`` first line.
 _VERSIONS = ('runuser -u postgres -- psql -XAtqc "SHOW server_version"; '
-             'python3 -c "import sys,urllib.request as u;print(u.urlopen(sys.argv[1],timeout=3).read().decode())" '
-             '"http://127.0.0.1:$1/version"; haproxy -v | head -n 1')
+             'python3 -c "import sys,ssl,urllib.request as u;c=ssl.create_default_context(cafile=sys.argv[2]);'
+             'c.load_cert_chain(sys.argv[3],sys.argv[4]);print(u.urlopen(sys.argv[1],timeout=3,context=c).read().decode())" '
+             '"https://127.0.0.1:$1/version" "$2" "$3" "$4"; haproxy -v | head -n 1')
 #: The file in a run's directory holding ``platform_facts`` (written once per run, read by the summary).
 FACTS = "stack.json"
 #: Headers of the drill table, in order.
@@ -30,7 +33,8 @@ COLUMNS = ("drill", "victim", "write gap (slowest hop)", "budget", "lost", "zomb
 
 def _node_versions(stack: Stack, node: str) -> dict[str, str]:
     try:
-        out = stack.ssh(node, ["sudo", "sh", "-c", _VERSIONS, "sh", str(stack.spec.ports.etcd_client)],
+        out = stack.ssh(node, ["sudo", "sh", "-c", _VERSIONS, "sh", str(stack.spec.ports.etcd_client),
+                                   *TLS_ON_NODE.values()],
                         timeout=15).stdout.splitlines()
         pg, etcd, haproxy = (out + ["", "", ""])[:3]
         found = {"PostgreSQL": pg, "etcd": json.loads(etcd).get("etcdserver", etcd) if etcd else "",

@@ -33,6 +33,7 @@ from typing import ClassVar, Literal
 from deployer import journal
 from deployer.budgets import Budgets
 from deployer.netprobe import tcp
+from deployer.pki import StackPKI
 from deployer.spec import StackSpec
 from deployer.state import StackState
 from deployer.targets.access import HostAccess
@@ -120,6 +121,26 @@ class Target(abc.ABC):
     def __init__(self, spec: StackSpec, state: StackState):
         self.spec = spec
         self.state = state
+        #: The stack's CA and node certificates on the control machine (``deployer.pki``).
+        self.pki = StackPKI(state.dir, spec.name)
+
+    # ----- TLS -----
+
+    def tls_names(self) -> list[str]:
+        """The load balancer frontend's names clients may connect to (its address, and its DNS
+        name where the target has one): every node certificate holds them, because behind the TCP
+        passthrough the node's PostgreSQL answers the client's TLS handshake. Known after provision."""
+        return [self.frontend()[0]]
+
+    @property
+    def ca_file(self) -> str:
+        """The CA bundle every client on the control machine verifies the stack's servers against."""
+        return str(self.pki.trust)
+
+    def ensure_certificates(self) -> list[str]:
+        """Create the CA and every node's certificate where missing or outdated (``StackPKI.ensure``,
+        with the spec's nodes and ``tls_names``); the nodes issued a new one."""
+        return self.pki.ensure([(n.name, str(n.address)) for n in self.spec.nodes], self.tls_names())
 
     # ----- stages -----
 
@@ -221,9 +242,10 @@ class Target(abc.ABC):
         raise NotImplementedError
 
     def patroni_url(self, node: str) -> str:
-        """Base URL of a node's Patroni REST API as reachable from the control machine. When the
-        node is down the URL still answers fast (refused), never hangs."""
-        return f"http://{self.address_of(node)}:{self.spec.ports.patroni}"
+        """Base URL of a node's Patroni REST API (HTTPS: verify against ``ca_file``) as reachable
+        from the control machine. When the node is down the URL still answers fast (refused), never
+        hangs."""
+        return f"https://{self.address_of(node)}:{self.spec.ports.patroni}"
 
     # ----- probes -----
 

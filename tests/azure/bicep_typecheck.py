@@ -7,7 +7,9 @@ one, a value of the wrong kind, a string outside a closed enum or a misspelt val
 (most ARM enums take any string besides their known values) is a problem. A value that is an
 expression (a function, an accessor, an interpolation) is not known offline and passes; a symbol
 stands for every value it can take: a variable's value, a parameter's default, its ``@allowed``
-values, and what each module declaration passes for it.
+values, and what each module declaration passes for it. ``null`` (``cond ? null : {...}``) leaves a
+property out, as Bicep and ARM read it: it passes where the property is not required, and is a
+problem where it is.
 
 The type data (``bicep-types/``) is the subset of the upstream ``types.json`` that the templates'
 resource types reach, renumbered (``trim``); ``TYPES`` names the files.
@@ -129,8 +131,14 @@ class Checker:
     def resolve(self, ref: dict) -> dict:
         return self.types[int(ref["$ref"].rpartition("/")[2])]
 
-    def check(self, value, type_: dict, where: str, template: Template, seen: frozenset = frozenset()) -> None:
-        """``value`` (a pycep tree written in ``template``) against ``type_`` (resolved)."""
+    def check(self, value, type_: dict, where: str, template: Template, seen: frozenset = frozenset(),
+              optional: bool = False) -> None:
+        """``value`` (a pycep tree written in ``template``) against ``type_`` (resolved); ``optional``:
+        the value is that of a property the type does not require, so ``null`` (left out) passes."""
+        if value is None:
+            if not optional:
+                self._problem(where, "null where a value is required")
+            return
         if isinstance(value, dict) and "loop_type" in value:  # [for ...: body] stands where an array goes
             if type_["$type"] == "ArrayType":
                 self.check(value["config"], self.resolve(type_["itemType"]), f"{where}[*]", template, seen)
@@ -139,14 +147,14 @@ class Checker:
             operator = value["operator"]
             if operator["type"] == "conditional":
                 for branch in ("true_value", "false_value"):
-                    self.check(operator["operands"][branch], type_, f"{where}<{branch}>", template, seen)
+                    self.check(operator["operands"][branch], type_, f"{where}<{branch}>", template, seen, optional)
             return  # any other operator is an expression
         if isinstance(value, dict) and "function" in value:
             return
         if isinstance(value, str) and (value in template.symbols or value in template.loop_symbols):
             if (template.path, value) not in seen:
                 for candidate, origin in template.values(value):
-                    self.check(candidate, type_, f"{where}<{value}>", origin, seen | {(template.path, value)})
+                    self.check(candidate, type_, f"{where}<{value}>", origin, seen | {(template.path, value)}, optional)
             return
         if isinstance(value, str) and "${" in value:
             value = "<interpolated>"  # a string, but not one known offline
@@ -171,7 +179,8 @@ class Checker:
             elif prop["flags"] & READ_ONLY:
                 self._problem(f"{where}.{key}", f"read-only property of {type_.get('name')}: it cannot be written")
             else:
-                self.check(item, self.resolve(prop["type"]), f"{where}.{key}", template, seen)
+                self.check(item, self.resolve(prop["type"]), f"{where}.{key}", template, seen,
+                           optional=not prop["flags"] & REQUIRED)
         for key, prop in properties.items():
             if prop["flags"] & REQUIRED and not prop["flags"] & READ_ONLY and key not in value:
                 self._problem(f"{where}.{key}", f"missing required property of {type_.get('name')}")

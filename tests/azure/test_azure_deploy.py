@@ -252,6 +252,7 @@ def test_provision_then_attach_flip_only_the_pool_membership(target, arm, state)
                                                         tags=EXPECTED_TAGS)
     assert stage1["properties"]["mode"] == "Incremental" and stage1["tags"] == EXPECTED_TAGS
     assert state.data["outputs"]["frontendIp"] == "20.1.2.3" and state.data["tags"] == EXPECTED_TAGS
+    assert state.data["outputs"]["frontendFqdn"] == "pgha-5f3tcbt2lzcbk.westeurope.cloudapp.azure.com", "the TLS name"
     known = (state.dir / "known_hosts").read_text().splitlines()
     assert [line.split()[0] for line in known] == ["[20.1.2.3]:50001", "[20.1.2.3]:50002", "[20.1.2.3]:50003"]
     assert (state.dir / "known_hosts").stat().st_mode & 0o777 == 0o600

@@ -191,7 +191,7 @@ def test_patroni_url_is_an_ssh_tunnel_to_the_node(make_target, deployed):
 
     target = make_target(popen=Tunnel)
     url = target.patroni_url("pg2")
-    assert url.startswith("http://127.0.0.1:") and target.patroni_url("pg2") == url, "one tunnel, reused"
+    assert url.startswith("https://127.0.0.1:") and target.patroni_url("pg2") == url, "one tunnel, reused"
     (cmd,) = started
     assert cmd[cmd.index("-L") + 1].endswith(":10.0.1.5:8008") and "pgadmin@20.1.2.3" in cmd
     assert cmd[cmd.index("-p") + 1] == "50002"

@@ -61,13 +61,20 @@ PLANTS = [
     ("modules/loadBalancer.bicep", "enableFloatingIP: false\n        enableTcpReset: true\n        disableOutboundSnat",
      "enableFloatingIP: 'no'\n        enableTcpReset: true\n        disableOutboundSnat",
      "loadBalancingRules[*].properties.enableFloatingIP: expected a bool, got string 'no'"),
+    ("modules/publicIp.bicep", "{ domainNameLabel: domainNameLabel }", "{ domainNameLable: domainNameLabel }",
+     "publicIp.bicep: publicIp.properties.dnsSettings<false_value>.domainNameLable: unknown property of "
+     "PublicIPAddressDnsSettings (did you mean domainNameLabel?)"),
+    ("modules/loadBalancer.bicep", "          protocol: 'Http'\n", "          protocol: null\n",
+     "loadBalancer.bicep: loadBalancer.properties.probes[0].properties.protocol: null where a value is required"),
 ]
 
 
 @pytest.mark.parametrize("file, text, planted, problem", PLANTS, ids=[p[3].split(": ", 2)[-1][:40] for p in PLANTS])
 def test_the_type_check_fails_on_a_planted_typo(tmp_path, index, file, text, planted, problem):
     """Negative controls: each kind of typo, in a resource body, a loop body, one branch of a
-    conditional, a parameter's @allowed values and a value a module declaration passes."""
+    conditional, a parameter's @allowed values and a value a module declaration passes; and a null
+    where the property is required (null on an optional one, as the DNS settings of a public IP
+    without a label, leaves it out and passes)."""
     shutil.copytree(BICEP_DIR, tmp_path / "bicep")
     path = tmp_path / "bicep" / file
     assert text in path.read_text(), f"the plant no longer matches {file}"

@@ -1,8 +1,8 @@
 """On a node, inside the network: write to every node's PostgreSQL directly, bypassing HAProxy and
 the load balancer, the way a client that knows a node's address would. One thread per address, one
 INSERT at a time on a kept connection (reconnecting after any error), one JSON line per attempt in
-``load.history.Op``'s fields. Config on stdin's first line: {"addresses", "port", "password", "prefix",
-"period"}; when stdin closes, every thread finishes and reports its attempt, then the script exits.
+``load.history.Op``'s fields. Config on stdin's first line: {"addresses", "port", "ca", "password", "prefix",
+"period"}; TLS verified against the CA file "ca" and each node's address; when stdin closes, every thread finishes and reports its attempt, then the script exits.
 Outcomes as ``load.history.classify``: not sent = fail; an SQL error = fail; lost on the way = unknown."""
 import itertools
 import json
@@ -26,7 +26,8 @@ def emit(record):
 
 def write_to(address):
     dsn = (f"host={address} port={config['port']} dbname=app user=app connect_timeout=1 "
-           "keepalives=1 keepalives_idle=1 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=2000")
+           "keepalives=1 keepalives_idle=1 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=2000 "
+           f"sslmode=verify-full sslrootcert={config['ca']}")
     conn = None
     for n in itertools.count(1):
         if stop.is_set():

@@ -1,12 +1,14 @@
 """On a node: print one JSON line per change of the DCS leader key, {"type": "PUT"|"DELETE",
-"value": holder}, from ``etcdctl watch`` (argv: key, comma-separated client endpoints)."""
+"value": holder}, from ``etcdctl watch`` (argv: key, comma-separated client endpoints, and etcdctl's
+CA, certificate and key files)."""
 import json
 import subprocess
 import sys
 
-key, endpoints = sys.argv[1], sys.argv[2]
+key, endpoints, ca, cert, tls_key = sys.argv[1:6]
 watch = subprocess.Popen(["etcdctl", f"--endpoints={endpoints}", "watch", key], stdout=subprocess.PIPE, text=True,
-                         env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+                         env={"ETCDCTL_API": "3", "ETCDCTL_CACERT": ca, "ETCDCTL_CERT": cert, "ETCDCTL_KEY": tls_key,
+                              "PATH": "/usr/bin:/bin"})
 event = None
 for line in watch.stdout:
     line = line.rstrip("\n")

@@ -25,7 +25,7 @@ log = logging.getLogger("deployer.azure")
 
 CREATED_BY = "pgha-deployer"
 #: The outputs of ``bicep/main.bicep`` the target reads.
-OUTPUTS = ("nodes", "frontendIp", "loadBalancerName", "backendPoolName", "nsgName", "vnetName")
+OUTPUTS = ("nodes", "frontendIp", "frontendFqdn", "loadBalancerName", "backendPoolName", "nsgName", "vnetName")
 #: API version of the resource group and nested deployment in the subscription-scope wrapper.
 WRAPPER_API = "2022-09-01"
 
@@ -120,8 +120,8 @@ def deploy(az: Clients, rg: str, name: str, template: dict, parameters: dict, de
     missing = [k for k in OUTPUTS if k not in outputs]
     if missing:
         raise TargetError(f"{where} succeeded but lacks the outputs {', '.join(missing)}: check bicep/main.bicep")
-    log.info("%s succeeded (joinBackendPool=%s): frontend %s, nodes %s", where,
-             parameters["joinBackendPool"]["value"], outputs["frontendIp"],
+    log.info("%s succeeded (joinBackendPool=%s): frontend %s (%s), nodes %s", where,
+             parameters["joinBackendPool"]["value"], outputs["frontendIp"], outputs["frontendFqdn"],
              ", ".join(f"{n['name']}={n['privateIp']}" for n in outputs["nodes"]))
     return outputs
 

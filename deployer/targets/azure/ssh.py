@@ -92,8 +92,9 @@ class Tunnels:
         self.open: dict[str, tuple[subprocess.Popen, int]] = {}
 
     def url(self, host: HostAccess, port: int) -> str:
-        """``http://127.0.0.1:<local port>`` forwarded to the node's ``port``. When the tunnel cannot
-        open (node down), the local port is closed, so a request fails fast rather than hangs."""
+        """``https://127.0.0.1:<local port>`` forwarded to the node's ``port`` (Patroni's API over TLS:
+        every node certificate names 127.0.0.1, so the name verifies through the tunnel). When the
+        tunnel cannot open (node down), the local port is closed, so a request fails fast rather than hangs."""
         tunnel = self.open.get(host.node)
         if tunnel is None or tunnel[0].poll() is not None:
             with socket.socket() as sock:
@@ -109,7 +110,7 @@ class Tunnels:
                            timeout=TUNNEL_DEADLINE_S, interval=0.2)
             except WaitTimeout as exc:
                 log.warning("%s", exc)
-        return f"http://127.0.0.1:{tunnel[1]}"
+        return f"https://127.0.0.1:{tunnel[1]}"
 
     def close(self) -> None:
         for proc, _ in self.open.values():

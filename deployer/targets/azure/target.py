@@ -10,6 +10,11 @@ tunnel (``ssh``). Faults are NSG deny rules and power-offs (``nsg_faults``); rea
 ARM reports (``readbacks``). Scale in takes a leaving node's NIC out of the pool and, at the next
 provision, deletes the VM, NIC and OS disk of a node the spec dropped (``scale_in``).
 
+TLS: the load balancer's public IP has a DNS name (``<stack>-<suffix>.<region>.cloudapp.azure.com``);
+its address and that name, as the deployment's outputs report them, are ``tls_names``: every node
+certificate holds both, so a client verifies whichever it dials (``sslmode=verify-full``) against the
+stack's CA. TLS runs on the ports the NSG already admits: nothing is opened for it.
+
 Destructive work is fenced: the subscription must be in ``azure.subscription_allow_list``, and
 faults and teardown refuse a resource group whose tags do not say the deployer created it for this
 stack. Every SDK error becomes a TargetError naming the operation and the resource.
@@ -333,6 +338,16 @@ class AzureTarget(Target):
         """The public frontend address (deployment output) and ``ports.haproxy_primary``."""
         return self.outputs["frontendIp"], self.spec.ports.haproxy_primary
 
+    def tls_names(self) -> list[str]:
+        """The frontend's public address and its DNS name (``<stack>-<suffix>.<region>.cloudapp.azure.com``),
+        as ARM reported them for the last deployment (outputs ``frontendIp`` and ``frontendFqdn``).
+        TargetError when the recorded outputs predate the DNS name: redeploy with ``--force provision``."""
+        fqdn = self.outputs.get("frontendFqdn")
+        if not fqdn:
+            raise TargetError(f"stack {self.spec.name} has no frontendFqdn in its deployment outputs (provisioned "
+                              "before the frontend had a DNS name): run `deployer up --force provision` to redeploy it")
+        return [self.frontend()[0], fqdn]
+
     def vantage(self) -> list[str]:
         """``[]``: this machine is outside the VNet, where clients are."""
         return []
@@ -345,9 +360,10 @@ class AzureTarget(Target):
         return ssh.probe_from(self.host(node), address, port, timeout, self._run)
 
     def patroni_url(self, node: str) -> str:
-        """``http://127.0.0.1:<port>``: an SSH tunnel through the node's NAT port to its Patroni API,
-        started on first use and restarted when it died; ``close`` ends them. When the tunnel cannot
-        open (node down), the URL points at a closed port, so a request fails fast."""
+        """``https://127.0.0.1:<port>``: an SSH tunnel through the node's NAT port to its Patroni API
+        (HTTPS; the node certificate names 127.0.0.1, so it verifies against ``ca_file`` through the
+        tunnel), started on first use and restarted when it died; ``close`` ends them. When the
+        tunnel cannot open (node down), the URL points at a closed port, so a request fails fast."""
         return self._tunnels.url(self.host(node), self.spec.ports.patroni)
 
     def close(self) -> None:
