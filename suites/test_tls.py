@@ -8,6 +8,7 @@ with its negative control: the same probe done right is accepted, so a refusal i
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,12 @@ def _services(stack):
             for port, starttls in ((ports.postgres, "postgres"), (ports.patroni, None), (ports.etcd_client, None))]
 
 
+def _each(fn, items: list) -> list:
+    """``fn`` over ``items`` at once (each probe mostly waits on SSH and the network), in order."""
+    with ThreadPoolExecutor(max(1, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
 def _refused_sql(run) -> str | None:
     """None when ``run()`` succeeded (the connection was accepted), else the error it raised."""
     try:
@@ -51,27 +58,30 @@ def test_postgresql_refuses_plain_text_through_the_frontend_and_on_every_node(st
     assert _refused_sql(lambda: stack.sql(port, "SELECT 1")) is None, \
         f"expected a verify-full connection through {frontend}:{port} to succeed (the negative control)"
     accepted = [f"the frontend {frontend}:{port}"] if _refused_sql(lambda: stack.sql(port, "SELECT 1", "disable")) is None else []
-    for via, node in _others(stack):
-        address, pg = stack.target.address_of(node), stack.spec.ports.postgres
-        error = _refused_sql(lambda: stack.sql_through(via, pg, "SELECT 1", host=address))
-        assert error is None, f"expected a verify-full connection from {via} to {node} ({address}:{pg}) to succeed: {error}"
-        if _refused_sql(lambda: stack.sql_through(via, pg, "SELECT 1", host=address, sslmode="disable")) is None:
-            accepted.append(f"{node} ({address}:{pg}) from {via}")
+    pg = stack.spec.ports.postgres
+
+    def direct(pair, sslmode):
+        via, node = pair
+        return _refused_sql(lambda: stack.sql_through(via, pg, "SELECT 1", host=stack.target.address_of(node),
+                                                      sslmode=sslmode))
+    pairs = _others(stack)
+    for (via, node), error in zip(pairs, _each(lambda p: direct(p, "verify-full"), pairs)):
+        assert error is None, (f"expected a verify-full connection from {via} to {node} "
+                               f"({stack.target.address_of(node)}:{pg}) to succeed: {error}")
+    accepted += [f"{node} ({stack.target.address_of(node)}:{pg}) from {via}"
+                 for (via, node), error in zip(pairs, _each(lambda p: direct(p, "disable"), pairs)) if error is None]
     assert not accepted, f"expected every plain-text (sslmode=disable) connection refused; accepted without TLS: {accepted}"
 
 
 def test_tls_before_1_2_is_refused_by_postgresql_patroni_and_etcd(stack):
     """A TLS 1.1 handshake (the client's own floor lowered, so the refusal is the server's) fails on
     every node's 5432, 8008 and 2379, while a TLS 1.2 handshake to the same port succeeds."""
-    old, new = [], []
-    for via, node, address, port, starttls in _services(stack):
-        vantage = stack.on_node(via)
-        modern = tls_probe.handshake(vantage, address, port, protocol="tls1_2", starttls=starttls)
-        if not modern.accepted:
-            new.append(f"{node}: {modern}")
-        legacy = tls_probe.handshake(vantage, address, port, protocol="tls1_1", starttls=starttls)
-        if legacy.accepted:
-            old.append(f"{node}: {legacy}")
+    def shake(service, protocol):
+        via, node, address, port, starttls = service
+        return node, tls_probe.handshake(stack.on_node(via), address, port, protocol=protocol, starttls=starttls)
+    services = _services(stack)
+    new = [f"{node}: {h}" for node, h in _each(lambda s: shake(s, "tls1_2"), services) if not h.accepted]
+    old = [f"{node}: {h}" for node, h in _each(lambda s: shake(s, "tls1_1"), services) if h.accepted]
     assert not new, "expected TLS 1.2 accepted (the negative control); refused: " + "; ".join(new)
     assert not old, "expected TLS 1.0/1.1 refused; accepted: " + "; ".join(old)
 
@@ -85,8 +95,8 @@ def test_every_certificate_chains_to_the_stacks_ca_names_its_address_and_lives_l
     frontend = stack.target.frontend()[0]
     seen = [(f"the frontend {frontend}:{port}",
              tls_probe.handshake(stack.target.vantage(), frontend, port, starttls="postgres"), frontend)]
-    seen += [(f"{node} ({address}:{p})", tls_probe.handshake(stack.on_node(via), address, p, starttls=starttls), address)
-             for via, node, address, p, starttls in _services(stack)]
+    seen += _each(lambda s: (f"{s[1]} ({s[2]}:{s[3]})", tls_probe.handshake(stack.on_node(s[0]), s[2], s[3],
+                                                                             starttls=s[4]), s[2]), _services(stack))
     problems, soon = [], []
     for where, shake, name in seen:
         if not shake.accepted or not shake.chain:
@@ -112,28 +122,29 @@ def test_etcd_refuses_a_client_without_a_certificate(stack):
     """``etcdctl`` with the CA but no client certificate fails against every member; with the
     node's certificate it succeeds (the negative control)."""
     ca, port = TLS_ON_NODE["ca"], stack.spec.ports.etcd_client
-    accepted = []
-    for via, node in _others(stack):
+
+    def etcdctl(pair, *tls):
+        via, node = pair
         endpoint = f"https://{stack.target.address_of(node)}:{port}"
-        base = ["sudo", "env", "ETCDCTL_API=3", "etcdctl", f"--endpoints={endpoint}", "--dial-timeout=3s",
-                "--command-timeout=3s", f"--cacert={ca}"]
-        ok = stack.ssh(via, [*base, f"--cert={TLS_ON_NODE['cert']}", f"--key={TLS_ON_NODE['key']}", "get", "/probe"],
-                       check=False)
+        return endpoint, stack.ssh(via, ["sudo", "env", "ETCDCTL_API=3", "etcdctl", f"--endpoints={endpoint}",
+                                         "--dial-timeout=3s", "--command-timeout=3s", f"--cacert={ca}", *tls,
+                                         "get", "/probe"], check=False)
+    pairs = _others(stack)
+    for (via, _), (endpoint, ok) in zip(pairs, _each(
+            lambda p: etcdctl(p, f"--cert={TLS_ON_NODE['cert']}", f"--key={TLS_ON_NODE['key']}"), pairs)):
         assert ok.returncode == 0, f"expected etcdctl with {via}'s certificate to read from {endpoint}: {ok.stderr.strip()}"
-        bare = stack.ssh(via, [*base, "get", "/probe"], check=False)
-        if bare.returncode == 0:
-            accepted.append(f"{node} ({endpoint}) from {via}")
+    accepted = [f"{node} ({endpoint}) from {via}"
+                for (via, node), (endpoint, bare) in zip(pairs, _each(etcdctl, pairs)) if bare.returncode == 0]
     assert not accepted, f"expected etcd to refuse a client without a certificate; it answered: {accepted}"
 
 
 def test_patronis_api_refuses_plain_http(stack):
     """A plain-HTTP request to every node's 8008 gets no application answer (``serves_plain_http``),
     while HTTPS with the stack's CA answers (``GET /patroni``: the negative control)."""
-    served = []
-    for via, node in _others(stack):
+    pairs = _others(stack)
+    for _, node in pairs:
         assert patroni.get(stack.target, node, "/patroni").get("state"), f"expected {node}'s API to answer over HTTPS"
-        line = tls_probe.plaintext_http(stack.on_node(via), stack.target.address_of(node), stack.spec.ports.patroni,
-                                        "/patroni")
-        if tls_probe.serves_plain_http(line):
-            served.append(f"{node}: {line}")
+    lines = _each(lambda p: tls_probe.plaintext_http(stack.on_node(p[0]), stack.target.address_of(p[1]),
+                                                     stack.spec.ports.patroni, "/patroni"), pairs)
+    served = [f"{node}: {line}" for (_, node), line in zip(pairs, lines) if tls_probe.serves_plain_http(line)]
     assert not served, f"expected Patroni's REST API to refuse plain HTTP; it answered: {served}"
