@@ -7,6 +7,7 @@
     deployer image  [--spec FILE]
     deployer break  DEFECT [--name NAME]  # seed a documented misconfiguration (deployer/defects.py)
     deployer heal   [--name NAME]         # undo every seeded one, back to exactly the spec
+    deployer rotate-certs [--name NAME]   # a new CA and node certificates, node by node (deployer/rotation.py)
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     brk.add_argument("--name", help="stack name (default: the default spec's name)")
     hl = sub.add_parser("heal", help="undo every defect applied with `deployer break`")
     hl.add_argument("--name", help="stack name (default: the default spec's name)")
+    rot = sub.add_parser("rotate-certs", help="replace the CA and every node's certificate, node by node, the old "
+                                              "CA trusted until every node serves the new ones")
+    rot.add_argument("--name", help="stack name (default: the default spec's name)")
     img = sub.add_parser("image", help="bake the local VM image (cached by content hash)")
     img.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="stack spec file (default: stack.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every command run")
@@ -138,6 +142,31 @@ def cmd_heal(args) -> int:
     return 1 if unhealed(stack.state) else 0
 
 
+def cmd_rotate_certs(args) -> int:
+    """``rotation.rotate`` on the stack, its summary printed; exit 1 with the error when it stopped
+    (the old CA stays trusted; running it again continues)."""
+    from deployer import rotation
+    from deployer.stack import Stack
+
+    stack = Stack.attach(check_stack_name(args.name or load_spec(DEFAULT_SPEC).name))
+    name = stack.state.name
+    try:
+        with console.status(f"[bold]rotating the certificates of {name}") as spinner:
+            done = rotation.rotate(stack, progress=lambda msg: (log.info("%s", msg),
+                                                                 spinner.update(f"[bold]{name}[/]: {msg}")))
+    except TargetError as exc:
+        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        return 1
+    lines = [f"Rotated the certificates of {name}{' (a rotation continued)' if done['continued'] else ''}: CA "
+             f"{', '.join(done['old_cas'])} -> {done['new_ca']}.",
+             *(f"  {node}: serial {s['old']} -> {s['new']}" for node, s in done["serials"].items()),
+             "  seconds: " + ", ".join(f"{step} {sec:.1f}" for step, sec in done["seconds"].items()),
+             f"  configure's record: {done['record']}."]
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
 #: Environment variables that mark a CI agent (Azure Pipelines sets TF_BUILD, most others CI).
 AGENT_ENV = ("TF_BUILD", "CI")
 
@@ -212,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every HTTP request at INFO
     try:
         return {"up": cmd_up, "status": cmd_status, "down": cmd_down, "image": cmd_image,
-                "break": cmd_break, "heal": cmd_heal}[args.command](args)
+                "break": cmd_break, "heal": cmd_heal, "rotate-certs": cmd_rotate_certs}[args.command](args)
     except (SpecError, TargetError) as exc:
         console.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         return 2

@@ -27,7 +27,7 @@ from deployer.wait import wait_until
 log = logging.getLogger("deployer.rolling")
 
 
-def _whole(target: Target, what: str) -> list[patroni.Member]:
+def whole(target: Target, what: str) -> list[patroni.Member]:
     """Wait until one leader runs and every other node streams (``budgets.rejoin_s``); the members."""
     names = sorted(n.name for n in target.spec.nodes)
     return wait_until(
@@ -68,7 +68,7 @@ def restart_pending(target: Target, secrets: Secrets, progress: Callable[[str], 
     done: list[str] = []
     stuck: set[str] = set()  # replicas restarted that still wait for their leader's restart
     for _ in range(3 * len(target.spec.nodes) + 2):  # each step clears a member or unblocks some: a bound
-        members = _whole(target, "before the next restart")
+        members = whole(target, "before the next restart")
         pending = [m for m in members if m.pending_restart]
         if not pending:
             return done
@@ -78,7 +78,7 @@ def restart_pending(target: Target, secrets: Secrets, progress: Callable[[str], 
         if replica:
             progress(f"rolling restart: {replica.name} (a replica)")
             patroni.post(target, replica.name, "/restart", {"restart_pending": True}, secrets["rest_api"])
-            _whole(target, f"{replica.name} streaming again after its restart")
+            whole(target, f"{replica.name} streaming again after its restart")
             if _cleared(target, replica.name):
                 done.append(f"Restarted {replica.name}'s PostgreSQL (a replica pending restart); it streamed again "
                             f"{time.monotonic() - start:.1f} s later.")
@@ -89,7 +89,7 @@ def restart_pending(target: Target, secrets: Secrets, progress: Callable[[str], 
         elif stuck and leader.pending_restart:
             progress(f"rolling restart: {leader.name} in place (the leader first, for a decrease)")
             patroni.post(target, leader.name, "/restart", {"restart_pending": True}, secrets["rest_api"])
-            _whole(target, f"{leader.name} leading again after its restart in place")
+            whole(target, f"{leader.name} leading again after its restart in place")
             stuck.clear()
             done.append(f"Restarted the leader {leader.name}'s PostgreSQL in place (replicas cannot run a setting "
                         f"below their primary's); writes paused for its restart, {time.monotonic() - start:.1f} s.")
@@ -98,7 +98,7 @@ def restart_pending(target: Target, secrets: Secrets, progress: Callable[[str], 
             progress(f"rolling restart: switchover {leader.name} -> {to.name}")
             patroni.post(target, leader.name, "/switchover", {"leader": leader.name, "candidate": to.name},
                          secrets["rest_api"])
-            _whole(target, f"{leader.name} streaming from {to.name} after the switchover")
+            whole(target, f"{leader.name} streaming from {to.name} after the switchover")
             _cleared(target, leader.name)
             done.append(f"Switched over from {leader.name} (the leader, pending restart) to {to.name}, an up-to-date "
                         f"replica; {leader.name} restarted as a replica, {time.monotonic() - start:.1f} s.")
@@ -121,7 +121,7 @@ def restart_outdated_patroni(target: Target, secrets: Secrets, progress: Callabl
     the spec's release). TargetError naming the member whose restart did not bring the release."""
     want, done = target.spec.patroni.version, []
     for _ in range(2 * len(target.spec.nodes)):
-        members = _whole(target, "before the next Patroni restart")
+        members = whole(target, "before the next Patroni restart")
         running = {m.name: _release(target, m.name) for m in members}
         outdated = [m for m in members if running[m.name] != want]
         if not outdated:
@@ -133,14 +133,14 @@ def restart_outdated_patroni(target: Target, secrets: Secrets, progress: Callabl
             progress(f"rolling Patroni restart: switchover {member.name} -> {to.name}")
             patroni.post(target, member.name, "/switchover", {"leader": member.name, "candidate": to.name},
                          secrets["rest_api"])
-            _whole(target, f"{member.name} streaming from {to.name} after the switchover")
+            whole(target, f"{member.name} streaming from {to.name} after the switchover")
             how = f"the leader, after a switchover to {to.name}"
         progress(f"rolling Patroni restart: {member.name} ({running[member.name]} -> {want})")
         proc = subprocess.run(target.host(member.name).ssh_argv(["sudo", "systemctl", "restart", "patroni"]),
                               capture_output=True, text=True, timeout=target.budgets.rejoin_s)
         if proc.returncode != 0:
             raise TargetError(f"on {member.name}: systemctl restart patroni failed: {proc.stderr.strip()[-300:]}")
-        _whole(target, f"{member.name} streaming again after its Patroni restart")
+        whole(target, f"{member.name} streaming again after its Patroni restart")
         if (now := _release(target, member.name)) != want:
             raise TargetError(f"{member.name}'s Patroni runs {now} after its restart, the spec says {want}: "
                               "the release installed on it is not the spec's")

@@ -22,7 +22,7 @@ ISSUE_FAULTS = {"kill-postmaster", "kill-patroni", "freeze-patroni", "crash-prim
                 "isolate-replica", "stop-etcd-member", "etcd-quorum-loss", "switchover", "cluster-restart",
                 # day two: one change per class the plan applies without a replace
                 "change-reload", "change-rolling-restart", "change-haproxy", "change-patroni-version",
-                "change-scale-out-in"}
+                "change-scale-out-in", "change-rotate-certs"}
 
 
 def test_the_catalogue_holds_every_fault_once_each_with_a_budget_and_an_expectation():

@@ -107,6 +107,7 @@ def main() -> int:
     parser.add_argument("--name", default="pgha")
     parser.add_argument("--trials", type=int, default=TRIALS)
     parser.add_argument("--profiles", nargs="*", default=list(PROFILES), choices=list(PROFILES))
+    parser.add_argument("--out", default="failover", help="file name stem under reports/ (.json and .png)")
     args = parser.parse_args()
     drills = {d.name: d for d in CATALOGUE}
     results = {}
@@ -132,8 +133,8 @@ def main() -> int:
                         runs.append({"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
                 results[profile][fault] = figures(runs, spec, fault)
                 REPORTS.mkdir(exist_ok=True)
-                (REPORTS / "failover.json").write_text(json.dumps(results, indent=2) + "\n")
-        plot(results, REPORTS / "failover.png")
+                (REPORTS / f"{args.out}.json").write_text(json.dumps(results, indent=2) + "\n")
+        plot(results, REPORTS / f"{args.out}.png")
     finally:
         subprocess.run([sys.executable, "-m", "deployer.cli", "down", "--name", args.name], check=False)
     print(json.dumps({p: {f: {k: v for k, v in r[f].items() if k != "runs"} for f in FAULTS if f in r}

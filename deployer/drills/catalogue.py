@@ -91,4 +91,12 @@ CATALOGUE: tuple[Drill, ...] = (
                       "leader's PostgreSQL never restarted") + ", no acknowledged write lost, the write gap "
                    "within the switchover budget; `up` with the own spec reverts it the same way.")
       for c in changes.CHANGES),
+    # Day two: `deployer rotate-certs` under load; a rotation is not undone.
+    Drill("change-rotate-certs", changes.ROTATE_CERTS.fault, lambda b: b.switchover_s, hold=changes.ROTATE_CERTS.hold,
+          planned=True, direct=False, leader_change=False, keeps_postmaster=True,
+          expect="`deployer rotate-certs` replaces the CA and every node's certificate node by node (reloads and one "
+                 "etcd member restarted at a time, no switchover), the old CA trusted until every node serves the "
+                 "new one: then every node serves a certificate of the new CA on 5432, 8008 and 2379, no member "
+                 "pending a restart, the same system identifier and leader, the leader's PostgreSQL never "
+                 "restarted, no acknowledged write lost, the write gap within the switchover budget."),
 )

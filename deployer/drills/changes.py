@@ -9,6 +9,10 @@ saw, unless ``up``'s plan named the expected impact, no member is pending a rest
 runs the changed settings, the cluster kept its system identifier (its data), and the leader
 changed exactly as the class allows: a rolling restart hands over once (a switchover), the others
 never. The catalogue gives each change class one entry (``catalogue.CHANGES``).
+
+``CertRotation`` drills ``deployer rotate-certs`` the same way: its fault is the rotation through the
+CLI, its hold checks that every node serves a certificate of the new CA and nothing else changed; a
+rotation is not undone, so it has no heal (a failed one leaves the old CA trusted and raises).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
+from cryptography import x509
 
-from deployer import haproxy_stat, patroni
+from deployer import haproxy_stat, patroni, rotation
 from deployer.drills.holds import writes_flow
 from deployer.plan import Impact
 from deployer.settings_check import pending_restarts, setting_differences, settings_query
@@ -42,6 +47,17 @@ def deployer_up(stack: Stack, spec_file: Path) -> str:
     log = " ".join(proc.stderr.split())
     if proc.returncode != 0:
         raise TargetError(f"deployer up --spec {spec_file} exited {proc.returncode}: {log[-1500:]}")
+    return log
+
+
+def deployer_rotate_certs(stack: Stack) -> str:
+    """``deployer rotate-certs`` of ``stack`` through the CLI; its log. TargetError with the log's
+    tail when it fails."""
+    proc = subprocess.run([sys.executable, "-m", "deployer.cli", "rotate-certs", "--name", stack.state.name],
+                          capture_output=True, text=True, timeout=1800)
+    log = " ".join(proc.stderr.split())
+    if proc.returncode != 0:
+        raise TargetError(f"deployer rotate-certs exited {proc.returncode}: {log[-1500:]}")
     return log
 
 
@@ -165,3 +181,44 @@ CHANGES: tuple[SpecChange, ...] = (
     SpecChange("scale-out-in", lambda s: _more_nodes(s, 2), "add node", members_applied),
 )
 
+
+
+def _ca_serial(stack: Stack) -> str:
+    return rotation.serial(x509.load_pem_x509_certificate(stack.target.pki.ca_cert.read_bytes()))
+
+
+@dataclasses.dataclass(frozen=True)
+class CertRotation:
+    """``deployer rotate-certs`` as a change drill (see the module docstring)."""
+
+    name: str = "rotate-certs"
+    seen: dict = dataclasses.field(default_factory=dict, compare=False)
+
+    @contextlib.contextmanager
+    def fault(self, stack: Stack, node: str) -> Iterator[None]:
+        """Rotate through the CLI; nothing to heal (a rotation is not undone)."""
+        self.seen.clear()
+        self.seen.update(system_id=_system_id(stack), timeline=_timeline(stack), ca=_ca_serial(stack))
+        self.seen["log"] = deployer_rotate_certs(stack)
+        yield
+
+    def hold(self, stack: Stack, workload: Workload, leader: str, victim: str, budget_s: float) -> None:
+        """A new CA, trusted alone; every node serves a certificate it issued on 5432, 8008 and 2379
+        (its issuer is the CA's subject); no member pending a restart, the same system identifier and
+        timeline (no handover); then writes flow for a loop."""
+        problems = [] if (now := _ca_serial(stack)) != self.seen["ca"] else [
+            f"the CA is still {now}: rotate-certs made no new one"]
+        if len(trusted := stack.target.pki.trusted()) != 1:
+            problems.append(f"trust.crt holds {len(trusted)} CAs after the rotation, expected the new one alone")
+        problems += rotation.not_of_current_ca(stack)
+        problems += pending_restarts({n.name: patroni.get(stack.target, n.name, "/patroni") for n in stack.spec.nodes})
+        if (system_id := _system_id(stack)) != self.seen["system_id"]:
+            problems.append(f"the system identifier changed from {self.seen['system_id']} to {system_id}")
+        if (handovers := _timeline(stack) - self.seen["timeline"]) != 0:
+            problems.append(f"expected no leader change (the rotation reloads, never switches over), saw {handovers}")
+        if problems:
+            raise AssertionError(f"{self.name}: " + "; ".join(problems))
+        writes_flow(stack, workload, leader, victim, budget_s)
+
+
+ROTATE_CERTS = CertRotation()
