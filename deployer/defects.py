@@ -180,6 +180,18 @@ def _own_certificates(stack: Stack) -> None:
     converged(stack)
 
 
+def _etcd_drain(off: bool) -> Callable[[Stack], None]:
+    """Move every node's etcd drain drop-in aside (``off``) or back, then reload systemd's units:
+    without it a stopping member answers requests in flight with an error instead of a reset."""
+    unit = role_defaults()["etcd"]["etcd_drain_unit_file"]
+    src, dest = (unit, f"{unit}.off") if off else (f"{unit}.off", unit)
+
+    def move(stack: Stack) -> None:
+        for node in stack.spec.nodes:
+            stack.ssh(node.name, ["sudo", "sh", "-c", 'mv "$1" "$2" && systemctl daemon-reload', "sh", src, dest])
+    return move
+
+
 def _haproxy_edit(expression: str) -> Callable[[Stack], None]:
     """Apply the sed ``expression`` to every node's HAProxy config, then reload it."""
     config = role_defaults()["haproxy"]["haproxy_config_file"]
@@ -481,6 +493,10 @@ CATALOGUE: tuple[Defect, ...] = (
     Defect("cert-wrong-name", "a replica serves another node's certificate (the leader's files copied to it)",
            ("test_tls.py::test_every_certificate_chains_to_the_stacks_ca_names_its_address_and_lives_long_enough",),
            "not issued for", _wrong_certificate, _own_certificates),
+    Defect("etcd-undrained", "every etcd unit lost its drain (the role's drain.conf moved aside): a stopping member "
+           "answers requests in flight with gRPC Unknown, which Patroni does not retry",
+           ("test_dcs.py::test_a_stopping_etcd_member_turns_its_clients_away_and_never_answers_them_an_error",),
+           "gRPC Unknown", _etcd_drain(off=True), _etcd_drain(off=False)),
     Defect("sync-nosync", "under synchronous mode (switched on in the DCS where the spec runs asynchronous) every "
            "replica, each a synchronous candidate, is tagged nosync: no synchronous standby, no failover",
            (FAILOVER_READY,), "nosync", _nosync_replicas, _sync_as_spec),
@@ -501,7 +517,10 @@ def apply(stack: Stack, name: str) -> Defect:
 
 
 def heal(stack: Stack) -> list[str]:
-    """Undo every recorded defect, newest first; the names healed."""
+    """Undo every recorded defect, newest first; the names healed. Then, when any was, wait until
+    the stack is as healthy as its spec wants (one leader, every replica streaming on its timeline,
+    every node healthy in the load balancer): a defect may have cost the cluster its DCS quorum or
+    its leader, and whatever comes next must start from a settled stack, not from its recovery."""
     healed = []
     for name in reversed(stack.state.data.get("defects", [])):
         log.info("Healing %s: %s no more.", stack.state.name, BY_NAME[name].description)
@@ -509,4 +528,7 @@ def heal(stack: Stack) -> list[str]:
         healed.append(name)
         stack.state.data["defects"] = [d for d in stack.state.data["defects"] if d != name]
         stack.state.save()
+    if healed:
+        converged(stack)
+        stack.target.wait_pool_healthy()
     return healed

@@ -122,8 +122,10 @@ class VM:
             for group in groups:
                 (group / "cgroup.procs").write_text(str(os.getpid()))
 
+        # CAP_NET_ADMIN, as root has it on a VM: scoped to the VM's own namespace (a stopping etcd
+        # member drains its clients with nftables and ss --kill, the etcd role's etcd_drain_table).
         argv = ["systemd-nspawn", "-q", "-D", str(self.root), "-M", self.node, "--register=no", "--keep-unit",
-                f"--network-namespace-path=/run/netns/{self.netns}", "--console=read-only",
+                f"--network-namespace-path=/run/netns/{self.netns}", "--capability=CAP_NET_ADMIN", "--console=read-only",
                 "--link-journal=no", "--resolv-conf=off", "--timezone=off", "-b"]
         with open(self.console_log, "ab") as log:
             subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
