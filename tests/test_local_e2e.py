@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from deployer import defects
+from deployer import defects, leaks
 from deployer.budgets import Budgets
 from deployer.drills.catalogue import CATALOGUE
 from deployer.paths import REPORTS
@@ -28,10 +28,13 @@ NAME = "pgha"
 CI_SPEC = Path(__file__).parents[1] / "deployer" / "profiles" / "ci.yaml"
 SPEC = load_spec(CI_SPEC)
 BY_DRILL = {d.name: d for d in CATALOGUE}
+#: Everything the deployer printed in this module's runs (scanned for leaked secrets).
+PRINTED: list[str] = []
 
 
 def deployer(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "deployer.cli", *args], capture_output=True, text=True)
+    PRINTED.extend([proc.stdout, proc.stderr])
     sys.stderr.write(proc.stderr[-6000:])
     if check:
         assert proc.returncode == 0, f"deployer {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
@@ -150,6 +153,17 @@ def test_every_seeded_defect_is_caught_by_its_guard_naming_it_and_heal_restores_
     assert not still, f"after every heal, failing (test: the defects it guards): {unhealed}"
     unrun = sorted({g for d in defects.CATALOGUE for g in d.guards if not any(t.endswith(g) for t in ran)})
     assert not unrun, f"guards the read-only suites did not run after the heals: {unrun}"
+
+
+def test_no_secret_nor_private_key_in_any_report_log_or_output(deployed):
+    """After the suites, the drills and the detection runs: no generated password, no body of the
+    stack's private keys and no PEM private key in ``reports/`` (run reports, node log bundles, drill
+    records) nor in anything the deployer printed (``tests/test_leaks.py`` plants each kind)."""
+    secrets = leaks.stack_secrets(StackState.path_for(NAME).parent)
+    printed = leaks.leaks_in("\n".join(PRINTED).encode(), secrets)
+    assert PRINTED and not printed, f"the deployer printed {', '.join(printed)}"
+    found = leaks.leaks_under(REPORTS, secrets)
+    assert not found, f"secrets in reports/: {found}"
 
 
 def test_up_after_a_run_that_died_cleans_the_leftovers_first(deployed):
