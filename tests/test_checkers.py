@@ -4,6 +4,8 @@ import pytest
 
 from deployer.drills.checkers import (
     check_converged,
+    check_point_in_time,
+    check_restore_latest,
     check_sequential_gap,
     check_set,
     check_single_writer,
@@ -558,3 +560,124 @@ def test_single_writer_sentence_with_overlaps_and_forks():
 
 def test_throughput_default_bucket_is_one_second():
     assert throughput([w("a", 0.0, 0.5)]).bucket_s == 1.0 and throughput([], 0.5).bucket_s == 0.5
+
+
+# ----- restores: a point in time holds exactly the writes before it; the latest loses only a tail -----
+
+#: Around the target 10.0: a and g acknowledged before it, b in flight, c unknown before it, d failed,
+#: e acknowledged and f unknown both started after it, h a direct write before it.
+PITR = [w("a", 1.0, 2.0), w("d", 3.0, 4.0, "fail"), w("c", 5.0, 6.0, "unknown"), w("h", 6.0, 7.0, client="direct"),
+        w("b", 9.0, 11.0), w("g", 9.5, 9.75), w("e", 12.0, 13.0), w("f", 14.0, 15.0, "unknown")]
+
+
+@pytest.mark.parametrize("in_flight", [set(), {"b"}, {"c"}, {"b", "c"}])
+def test_point_in_time_valid_with_in_flight_and_unknown_writes_either_way(in_flight):
+    v = check_point_in_time(PITR, 10.0, {"a", "g", "h"} | in_flight)
+    assert v.valid, v.summary
+    assert (v.acknowledged_before, v.started_after) == (3, 2)
+    assert v.in_flight_present == in_flight and v.in_flight_absent == {"b", "c"} - in_flight
+    assert not (v.missing_before or v.present_after or v.unexpected or v.failed_present)
+
+
+def test_point_in_time_summary_counts_what_it_checked():
+    assert check_point_in_time(PITR, 10.0, {"a", "b", "g", "h"}).summary == (
+        "Restored to 10.000 (slack 0 s): 3 writes acknowledged before, 2 started after: none missing, none after, "
+        "none unexpected; 1 in flight or unknown present, 1 absent.")
+
+
+def test_point_in_time_reports_a_write_acknowledged_before_the_target_missing():
+    v = check_point_in_time(PITR, 10.0, {"g", "b"})
+    assert not v.valid and v.missing_before == {"a", "h"}, "a direct write counts like any other"
+    assert "2 acknowledged before the target missing (a, h)" in v.summary
+
+
+@pytest.mark.parametrize("late", ["e", "f"])
+def test_point_in_time_reports_a_write_started_after_the_target_present_whatever_its_outcome(late):
+    v = check_point_in_time(PITR, 10.0, {"a", "g", "h", late})
+    assert not v.valid and v.present_after == {late} and not v.missing_before
+    assert f"1 started after the target present ({late})" in v.summary
+
+
+def test_point_in_time_reports_an_unexpected_key_and_a_failed_write_present():
+    v = check_point_in_time(PITR, 10.0, {"a", "g", "h", "ghost", "d"})
+    assert not v.valid and v.unexpected == {"ghost"} and v.failed_present == {"d"}
+    assert v.summary == ("Restored to 10.000 (slack 0 s): 3 writes acknowledged before, 2 started after: "
+                         "1 unexpected (ghost); 1 failed but present (d); 0 in flight or unknown present, 2 absent.")
+
+
+def test_point_in_time_boundaries_a_write_ending_or_starting_at_the_target_is_in_flight():
+    history = [w("end", 9.0, 10.0), w("start", 10.0, 11.0), w("before", 8.0, 9.999), w("after", 10.001, 11.0)]
+    assert check_point_in_time(history, 10.0, {"before"}).valid
+    assert check_point_in_time(history, 10.0, {"before", "end", "start"}).valid
+    assert not check_point_in_time(history, 10.0, {"end"}).valid
+    assert not check_point_in_time(history, 10.0, {"before", "after"}).valid
+
+
+def test_point_in_time_slack_widens_the_in_flight_window_both_ways():
+    history = PITR + [w("i", 10.25, 10.5)]
+    assert check_point_in_time(history, 10.0, {"a", "h", "i"}).present_after == {"i"}
+    assert check_point_in_time(history, 10.0, {"a", "h"}).missing_before == {"g"}
+    v = check_point_in_time(history, 10.0, {"a", "h", "i"}, slack_s=0.5)
+    assert v.valid and v.in_flight_present == {"i"} and v.in_flight_absent == {"b", "c", "g"}
+    assert (v.acknowledged_before, v.started_after, v.slack_s) == (2, 2, 0.5)
+    assert v.summary.startswith("Restored to 10.000 (slack 0.5 s): 2 writes acknowledged before")
+
+
+def test_point_in_time_of_an_empty_history():
+    v = check_point_in_time([], 10.0, set())
+    assert v.valid and (v.acknowledged_before, v.started_after) == (0, 0)
+    assert v.summary == ("Restored to 10.000 (slack 0 s): 0 writes acknowledged before, 0 started after: none missing, "
+                         "none after, none unexpected; 0 in flight or unknown present, 0 absent.")
+    ghost = check_point_in_time([], 10.0, {"ghost"})
+    assert not ghost.valid and ghost.unexpected == {"ghost"}
+
+
+#: Lost at 10.0: a..d acknowledged before the loss (d's end at 9.0 the latest), e concurrent with d,
+#: z acknowledged only after the loss, r written on the restored cluster.
+LATEST = [w("a", 1.0, 2.0), w("b", 3.0, 4.0), w("c", 6.0, 7.0), w("d", 8.0, 9.0), w("e", 8.5, 9.5),
+          w("z", 9.5, 10.5), w("x", 5.0, 5.5, "fail"), w("r", 20.0, 20.5)]
+
+
+def test_restore_latest_valid_when_only_a_tail_within_the_rpo_is_lost():
+    full = check_restore_latest(LATEST, {"a", "b", "c", "d", "e", "r"}, 10.0, 2.0)
+    assert full.valid and full.rpo_measured_s == 0.0 and full.acknowledged == 5 and not full.lost
+    assert full.summary == "5 writes acknowledged before the loss: none lost; RPO 0.00 s (within the budget 2.0 s)."
+    tail = check_restore_latest(LATEST, {"a", "b", "c", "e", "r"}, 10.0, 1.0)  # e overlapped d: no order
+    assert tail.valid and tail.lost == {"d"} and not tail.holes and tail.rpo_measured_s == 1.0
+    assert tail.summary == "5 writes acknowledged before the loss: 1 lost (d); RPO 1.00 s (within the budget 1.0 s)."
+
+
+def test_restore_latest_reports_an_rpo_over_the_budget():
+    v = check_restore_latest(LATEST, {"a", "b"}, 10.0, 2.5)
+    assert not v.valid and v.lost == {"c", "d", "e"} and not v.holes and v.rpo_measured_s == 3.0
+    assert v.summary == ("5 writes acknowledged before the loss: 3 lost (c, d, e); RPO 3.00 s "
+                         "(over the budget 2.5 s).")
+    assert check_restore_latest(LATEST, {"a", "b"}, 10.0, 3.0).valid
+
+
+def test_restore_latest_reports_a_hole_before_a_later_write_present():
+    v = check_restore_latest(LATEST, {"a", "c", "d", "e"}, 10.0, 60.0)
+    assert not v.valid and v.lost == v.holes == {"b"} and v.rpo_measured_s == 6.0
+    assert v.summary == ("5 writes acknowledged before the loss: 1 lost (b); 1 missing though a later write is "
+                         "present (holes) (b); RPO 6.00 s (within the budget 60.0 s).")
+    unknown = check_restore_latest(LATEST + [w("u", 9.25, 9.75, "unknown")], {"a", "b", "c", "u"}, 10.0, 60.0)
+    assert not unknown.valid and unknown.holes == {"d"}, "an unknown write present committed after it started"
+
+
+def test_restore_latest_does_not_judge_writes_after_the_loss():
+    v = check_restore_latest(LATEST, {"a", "b", "c", "r"}, 10.0, 2.0)
+    assert v.valid and v.lost == {"d", "e"} and not v.holes, "r, written after the restore, proves no hole"
+    assert "z" not in v.lost and v.acknowledged == 5
+
+
+def test_restore_latest_reports_unexpected_and_failed_keys_present():
+    v = check_restore_latest(LATEST, {"a", "b", "c", "d", "e", "ghost", "x"}, 10.0, 2.0)
+    assert not v.valid and v.unexpected == {"ghost"} and v.failed_present == {"x"} and v.rpo_measured_s == 0.0
+    assert v.summary == ("5 writes acknowledged before the loss: 1 unexpected (ghost); 1 failed but present (x); "
+                         "RPO 0.00 s (within the budget 2.0 s).")
+
+
+def test_restore_latest_of_an_empty_history():
+    v = check_restore_latest([], set(), 10.0, 0.0)
+    assert v.valid and (v.acknowledged, v.rpo_measured_s, v.lost, v.holes) == (0, 0.0, frozenset(), frozenset())
+    assert not check_restore_latest([], {"ghost"}, 10.0, 5.0).valid

@@ -3,6 +3,10 @@ into a verdict with numbers, a ``valid`` flag and a one-line ``summary``.
 
 - ``check_set``: no acknowledged write lost (direct ones counted apart), nothing appeared that was
   never attempted.
+- ``check_point_in_time``: a cluster restored to a point in time holds every write acknowledged before
+  it and none started after it.
+- ``check_restore_latest``: a cluster lost and restored from the latest archived WAL lost only a tail
+  of acknowledged writes, no older than the RPO, without holes.
 - ``check_write_gap``: the longest write unavailability through the frontend around a fault (the RTO).
 - ``check_sequential_gap``: the same for one sequential client (``SEQUENTIAL_CLIENTS``), and where
   its time went.
@@ -47,6 +51,24 @@ def _sample(keys: frozenset[str], n: int = 3) -> str:
     return ", ".join(sorted(keys)[:n]) + (", ..." if len(keys) > n else "")
 
 
+def _named(sets: tuple[tuple[str, frozenset[str]], ...]) -> list[str]:
+    """"<count> <name> (<sample>)" for each non-empty (name, keys)."""
+    return [f"{len(s)} {name} ({_sample(s)})" for name, s in sets if s]
+
+
+def _failed_only(writes: list[Op]) -> frozenset[str]:
+    """The keys of ``writes`` whose every attempt failed: certainly never applied."""
+    return frozenset(op.key for op in writes) - {op.key for op in writes if op.outcome != "fail"}
+
+
+def _earliest(ops: list[Op], field: str) -> dict[str, float]:
+    """Each key's earliest ``start`` or ``end`` (``field``) among ``ops``."""
+    first: dict[str, float] = {}
+    for op in ops:
+        first[op.key] = min(getattr(op, field), first.get(op.key, math.inf))
+    return first
+
+
 @dataclass(frozen=True)
 class SetVerdict:
     """``lost``: acknowledged frontend writes missing from the final read; ``unexpected``: keys read that were
@@ -84,17 +106,121 @@ def check_set(history: list[Op], final_keys: set[str], *, require_direct: bool =
     unexpected = frozenset(final - attempted)
     recovered = frozenset(by["unknown"] & final)
     never_applied = frozenset(by["unknown"] - final)
-    failed_present = frozenset(by["fail"] & final - by["ok"] - by["unknown"])
+    failed_present = _failed_only(_writes(history)) & final
     valid = not (lost or unexpected or failed_present or require_direct and lost_direct)
     counts = f"{len(by['ok'])} ok, {len(by['fail'])} failed, {len(by['unknown'])} unknown writes"
     direct = f"acknowledged direct writes lost (zombie primary{'' if require_direct else ', not required'})"
-    problems = [f"{len(s)} {name} ({_sample(s)})" for name, s in
-                (("lost", lost), (direct, lost_direct), ("unexpected", unexpected),
-                 ("failed but present", failed_present)) if s]
+    problems = _named((("lost", lost), (direct, lost_direct), ("unexpected", unexpected),
+                       ("failed but present", failed_present)))
     summary = (f"{counts}: " + ("; ".join(problems) if problems else "none lost, none unexpected")
                + f"; {len(recovered)} unknown recovered, {len(never_applied)} never applied.")
     return SetVerdict(valid, summary, len(by["ok"]), len(by["fail"]), len(by["unknown"]),
                       lost, unexpected, recovered, never_applied, failed_present, lost_direct)
+
+
+@dataclass(frozen=True)
+class PointInTimeVerdict:
+    """A cluster restored to the point in time ``target`` against the writes of the history (every
+    client). ``acknowledged_before``: how many keys were acknowledged (``ok``) with ``end`` before the
+    target (minus ``slack_s``): they must be present; ``started_after``: how many keys had every attempt
+    start after the target (plus ``slack_s``): they must be absent, whatever their outcome. ``missing_before`` and
+    ``present_after`` break those rules; ``unexpected``: keys present never attempted;
+    ``failed_present``: keys whose every attempt by the target failed, yet present (as in
+    ``SetVerdict``). The rest may be either way, ``in_flight_present``/``in_flight_absent``: acknowledged
+    writes in flight at the target (``start <= target <= end``, widened by ``slack_s``) and ``unknown``
+    writes started by then (their commit, if any, lies anywhere after their start). Valid iff nothing
+    missing, present after, unexpected or failed but present."""
+
+    valid: bool
+    summary: str
+    target: float
+    slack_s: float
+    acknowledged_before: int
+    started_after: int
+    missing_before: frozenset[str]
+    present_after: frozenset[str]
+    unexpected: frozenset[str]
+    failed_present: frozenset[str]
+    in_flight_present: frozenset[str]
+    in_flight_absent: frozenset[str]
+
+
+def check_point_in_time(history: list[Op], target: float, present_keys: set[str], *,
+                        slack_s: float = 0.0) -> PointInTimeVerdict:
+    """Judge ``present_keys`` (read from a cluster restored to ``target``, a Unix time on the history's
+    clock) against ``history``: every write acknowledged before the target present, none started after
+    it present (see ``PointInTimeVerdict``).
+
+    ``slack_s`` widens the in-flight window to ``[target - slack_s, target + slack_s]``: PostgreSQL stops
+    recovery at commit timestamps from the primary's clock, while ``start``/``end`` come from the
+    workload host's, and the two may differ slightly (NTP keeps them within milliseconds, not zero).
+    A write inside that margin is judged neither way. Pass the clocks' bound, 0 when they are one clock.
+    """
+    present = frozenset(present_keys)
+    writes = _writes(history)
+    by_target = [op for op in writes if op.start <= target + slack_s]
+    attempted, started = frozenset(op.key for op in writes), frozenset(op.key for op in by_target)
+    before = frozenset(op.key for op in by_target if op.outcome == "ok" and op.end < target - slack_s)
+    failed = _failed_only(by_target)
+    after, either = attempted - started, started - before - failed
+    missing, late = before - present, after & present
+    unexpected, failed_present = present - attempted, failed & present
+    problems = _named((("acknowledged before the target missing", missing),
+                       ("started after the target present", late), ("unexpected", unexpected),
+                       ("failed but present", failed_present)))
+    summary = (f"Restored to {target:.3f} (slack {slack_s:g} s): {len(before)} writes acknowledged before, "
+               f"{len(after)} started after: " + ("; ".join(problems) or "none missing, none after, none unexpected")
+               + f"; {len(either & present)} in flight or unknown present, {len(either - present)} absent.")
+    return PointInTimeVerdict(not problems, summary, target, slack_s, len(before), len(after), missing, late,
+                              unexpected, failed_present, either & present, either - present)
+
+
+@dataclass(frozen=True)
+class RestoreLatestVerdict:
+    """A cluster lost at ``lost_at`` and restored from the latest archived WAL, against the writes of
+    the history (every client). ``acknowledged``: how many keys were acknowledged before the loss
+    (``end < lost_at``); ``lost``: those missing; ``holes``: lost keys acknowledged before some write present
+    had even started (a write that started after ``m`` ended committed after ``m``, so a replay of WAL
+    up to any point holding it holds ``m``): a restore loses a tail, never a hole. ``rpo_measured_s``:
+    ``lost_at`` minus the ``end`` of the earliest lost key (0.0 when none is lost); ``unexpected``:
+    keys present never attempted; ``failed_present`` as in ``SetVerdict``. Valid iff ``rpo_measured_s
+    <= rpo_s`` and no hole, nothing unexpected, no failed write present."""
+
+    valid: bool
+    summary: str
+    lost_at: float
+    acknowledged: int
+    lost: frozenset[str]
+    holes: frozenset[str]
+    unexpected: frozenset[str]
+    failed_present: frozenset[str]
+    rpo_measured_s: float
+    rpo_s: float
+
+
+def check_restore_latest(history: list[Op], present_keys: set[str], lost_at: float,
+                         rpo_s: float) -> RestoreLatestVerdict:
+    """Judge ``present_keys`` (read from the cluster restored after the loss at ``lost_at``) against
+    ``history`` with the promised RPO ``rpo_s`` (see ``RestoreLatestVerdict``). Writes started after the
+    loss (the load resuming on the restored cluster) count only as attempted: they neither prove a
+    hole nor are judged lost."""
+    present = frozenset(present_keys)
+    writes = _writes(history)
+    acked = _earliest([op for op in _writes(history, "ok") if op.end < lost_at], "end")
+    starts = _earliest([op for op in writes if op.start < lost_at], "start")
+    lost = frozenset(acked) - present
+    last_start = max((starts[k] for k in present & starts.keys()), default=-math.inf)
+    holes = frozenset(k for k in lost if acked[k] < last_start)
+    rpo = lost_at - min((acked[k] for k in lost), default=lost_at)
+    unexpected = present - {op.key for op in writes}
+    failed_present = _failed_only(writes) & present
+    valid = rpo <= rpo_s and not (holes or unexpected or failed_present)
+    problems = _named((("lost", lost), ("missing though a later write is present (holes)", holes),
+                       ("unexpected", unexpected), ("failed but present", failed_present)))
+    summary = (f"{len(acked)} writes acknowledged before the loss: " + ("; ".join(problems) or "none lost")
+               + f"; RPO {rpo:.2f} s ({'within' if rpo <= rpo_s else 'over'} the budget {rpo_s:.1f} s).")
+    return RestoreLatestVerdict(valid, summary, lost_at, len(acked), lost, holes, unexpected, failed_present,
+                                rpo, rpo_s)
 
 
 @dataclass(frozen=True)
@@ -317,9 +443,7 @@ class StaleVerdict:
 def check_stale_reads(history: list[Op], visible_s: float) -> StaleVerdict:
     """Reads that missed an acknowledged key: fine within ``visible_s`` of the acknowledgement
     (a key acknowledged ``visible_s`` before the read started may still be missing), invalid later."""
-    acked: dict[str, float] = {}
-    for op in _writes(history, "ok"):
-        acked[op.key] = min(op.end, acked.get(op.key, op.end))
+    acked = _earliest(_writes(history, "ok"), "end")
     reads = [op for op in history if op.kind == "read" and op.outcome == "ok"]
     stale = [op for op in reads if op.error == "stale"]
     ages = [(op.start - acked[op.key], op) for op in stale if op.key in acked]
