@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 NAME ?= pgha
-DEBS := systemd-container debootstrap nftables iproute2 openssh-client
+DEBS := systemd-container debootstrap nftables iproute2 openssh-client nodejs
 # The headless browser the report's test renders report.html with (without its recommends).
 BROWSER_DEBS := chromium
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -12,14 +12,14 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(shell date +%Y%m%d-%H%M%S)
 drill test: export PGHA_INVOCATION_DIR = reports/$@-$(STAMP)
 
-.PHONY: drill test unit e2e deps venv checkov image bench-deploy lint down clean mutation bench-smoke bench-failover
+.PHONY: drill test unit e2e deps venv checkov image azurite bench-deploy lint down clean mutation bench-smoke bench-failover
 
 ## drill: deploy the staged stack on the local target, run the suites, write reports/, tear down
-drill: deps venv image
+drill: deps venv image azurite
 	$(PY) -m pytest suites --stack $(NAME) -p no:cacheprovider -v
 
 ## test: the project's tests: unit tests first, then a real local deploy, its checks and teardown
-test: deps venv checkov image
+test: deps venv checkov image azurite
 	$(PY) -m pytest tests -m "not e2e" -p no:cacheprovider -q
 	cd ansible && ../$(VENV)/bin/ansible-lint
 	$(PY) -m pytest tests -m e2e -p no:cacheprovider -v
@@ -49,6 +49,11 @@ checkov: .venv-checkov/.installed
 	test -x .venv-checkov/bin/python || python3 -m venv .venv-checkov
 	.venv-checkov/bin/pip install -q -r requirements-checkov.txt
 	touch $@
+
+## azurite: install the blob endpoint's emulator the local target runs (npm, pinned, outside the checkout)
+azurite: deps venv
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	$(PY) -c 'from deployer.targets.local import storage; storage.install()'
 
 ## image: bake the VM image (cached by content hash under /var/cache/pgha/images)
 image: deps venv

@@ -15,7 +15,7 @@ from typing import Callable
 
 import ansible_runner
 
-from deployer.inventory import render_extravars, render_inventory
+from deployer.inventory import render_extravars, render_inventory, repository_vars
 from deployer.paths import ANSIBLE_DIR
 from deployer.secrets import Secrets
 from deployer.targets.base import Target, TargetError
@@ -45,10 +45,12 @@ def run_playbook(target: Target, secrets: Secrets, progress: Callable[[str], Non
                             f"{result.get('msg') or result.get('stderr') or 'failed'}".strip()[:500])
         return True
 
-    inventory = render_inventory(target.spec, target.hosts(), target.ansible_vars(), tls_source=target.pki.dir)
+    repo = target.backup_repository() if target.spec.backup.enabled else None
+    inventory = render_inventory(target.spec, target.hosts(), {**target.ansible_vars(), **repository_vars(repo)},
+                                 tls_source=target.pki.dir)
     runner = ansible_runner.run(
         private_data_dir=str(private), project_dir=str(ANSIBLE_DIR), playbook=playbook,
-        inventory=inventory, extravars=render_extravars(secrets), quiet=True, event_handler=on_event,
+        inventory=inventory, extravars=render_extravars(secrets, repo), quiet=True, event_handler=on_event,
         envvars={"ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
                  # ansible-playbook lives beside this interpreter (the venv), maybe not on PATH
                  "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"},

@@ -11,6 +11,7 @@ Role variables are named ``<role>_<name>`` and declared, with a comment, in
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from deployer.paths import ANSIBLE_DIR
 from deployer.secrets import Secrets
 from deployer.spec import StackSpec
 from deployer.targets.access import HostAccess
+from deployer.targets.base import BackupRepository
 #: The roles, in the order site.yml applies them.
-ROLES = ("common", "etcd", "postgresql", "patroni", "haproxy")
+ROLES = ("common", "etcd", "postgresql", "patroni", "haproxy", "pgbackrest")
 #: Secret name (deployer.secrets.NAMES) -> the extravar carrying it.
 PASSWORD_VARS = {
     "superuser": "patroni_superuser_password",
@@ -89,6 +91,7 @@ def _spec_vars(spec: StackSpec) -> dict[str, Any]:
         "patroni_failsafe_mode": spec.patroni.failsafe_mode,
         "patroni_etcd_leader_elsewhere": spec.patroni.etcd_leader_elsewhere,
         "patroni_maximum_lag_on_failover": spec.patroni.maximum_lag_on_failover,
+        "patroni_pgbackrest_stanza": spec.stanza if spec.backup.enabled else "",
         "patroni_postgresql_parameters": spec.postgres_settings(),
         "patroni_hba_cidr": str(spec.network.subnet_cidr),
         # haproxy
@@ -104,7 +107,32 @@ def _spec_vars(spec: StackSpec) -> dict[str, Any]:
         "haproxy_check_fall": spec.haproxy.check_fall,
         "haproxy_check_rise": spec.haproxy.check_rise,
         "haproxy_server_maxconn": max(1, spec.postgres.max_connections - 10),
+        # pgbackrest: the same data directory, port and binaries as Patroni's
+        "patroni_postgresql_data_dir": data_dir(spec),
+        "pgbackrest_pg_path": data_dir(spec),
+        "pgbackrest_pg_port": ports.postgres,
+        "pgbackrest_postgresql_bin_dir": f"/usr/lib/postgresql/{spec.postgres.version}/bin",
+        "pgbackrest_enabled": spec.backup.enabled,
+        "pgbackrest_stanza": spec.stanza,
+        "pgbackrest_retention_full": spec.backup.retention_full,
+        "pgbackrest_retention_diff": spec.backup.retention_diff,
+        "pgbackrest_full_every_h": spec.backup.full_every_h,
+        "pgbackrest_diff_every_h": spec.backup.diff_every_h,
+        "pgbackrest_check_every_min": spec.backup.check_every_min,
     }
+
+
+def data_dir(spec: StackSpec) -> str:
+    """Every node's PostgreSQL data directory (Patroni runs it, pgBackRest backs it up and restores it)."""
+    return f"/var/lib/postgresql/{spec.postgres.version}/{spec.patroni.scope}"
+
+
+def repository_vars(repo: BackupRepository | None) -> dict[str, Any]:
+    """The pgbackrest role's variables for the target's repository (``Target.backup_repository``),
+    the key excepted (``render_extravars`` carries it); none without a repository."""
+    if repo is None:
+        return {}
+    return {f"pgbackrest_repo_{f.name}": getattr(repo, f.name) for f in dataclasses.fields(repo) if f.name != "key"}
 
 
 def _node_vars(name: str, address: str) -> dict[str, str]:
@@ -181,12 +209,14 @@ def render_inventory(spec: StackSpec, hosts: list[HostAccess], target_vars: dict
     return {"all": {"hosts": inventory_hosts, "vars": all_vars}}
 
 
-def render_extravars(secrets: Secrets) -> dict:
-    """The password variables the patroni role needs, from the stack's secrets.
+def render_extravars(secrets: Secrets, repo: BackupRepository | None = None) -> dict:
+    """The secret variables: the passwords the patroni role needs, from the stack's secrets, and the
+    repository's key (``pgbackrest_repo_key``) when there is a repository.
 
     Never log the result; the deployer hands it to ansible-runner as extravars (a mode 0600 file).
     """
-    return {var: secrets[name] for name, var in PASSWORD_VARS.items()}
+    return {**{var: secrets[name] for name, var in PASSWORD_VARS.items()},
+            **({"pgbackrest_repo_key": repo.key} if repo else {})}
 
 
 def _render(value: Any, context: dict, env: jinja2.Environment) -> Any:

@@ -171,15 +171,19 @@ class StackPKI:
         """The subject alternative names of a node's certificate, in order."""
         return list(dict.fromkeys([node_name, address, *frontend_names, *LOOPBACK]))
 
-    def ensure(self, nodes: list[tuple[str, str]], frontend_names: list[str]) -> list[str]:
-        """Create the CA and every node's certificate (``nodes``: ``(name, address)``) where missing
-        or outdated (see the module docstring); the names of the nodes issued a certificate."""
+    def _ensure_ca(self) -> None:
+        """The CA, created if missing, first in ``trust.crt``."""
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not (self.ca_cert.exists() and self.ca_key.exists()):
             self._new_ca()
         ca, _ = self._ca()
         if not self.trusted() or self.trusted()[0].fingerprint(hashes.SHA256()) != ca.fingerprint(hashes.SHA256()):
             self._write_trust([ca, *self.trusted()])
+
+    def ensure(self, nodes: list[tuple[str, str]], frontend_names: list[str]) -> list[str]:
+        """Create the CA and every node's certificate (``nodes``: ``(name, address)``) where missing
+        or outdated (see the module docstring); the names of the nodes issued a certificate."""
+        self._ensure_ca()
         issued = []
         for name, address in nodes:
             names = self.names_for(name, address, frontend_names)
@@ -187,6 +191,23 @@ class StackPKI:
                 self._issue(self.node(name), names)
                 issued.append(name)
         return issued
+
+    # ----- service certificates -----
+
+    def service(self, name: str) -> NodeCert:
+        """Paths of the certificate and key of service ``name``: an endpoint of the stack that is
+        no node (the local target's blob endpoint), served by the control machine's side."""
+        return NodeCert(name, self.dir / "services" / f"{name}.crt", self.dir / "services" / f"{name}.key")
+
+    def ensure_service(self, name: str, names: list[str]) -> bool:
+        """Issue service ``name``'s certificate for ``names`` from the current CA where missing or
+        outdated (as ``ensure`` does for nodes; a rotation's new CA re-issues it); True if issued."""
+        self._ensure_ca()
+        cert = self.service(name)
+        if not self._needs_issue(cert, names):
+            return False
+        self._issue(cert, names)
+        return True
 
     # ----- rotation -----
 

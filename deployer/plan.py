@@ -64,6 +64,12 @@ RULES: tuple[tuple[str, Impact, str], ...] = (
     ("patroni.etcd_leader_elsewhere", "in place", "a daemon on every node starts or stops"),
     ("patroni.*", "reload", "Patroni applies its dynamic configuration through the DCS, without a restart"),
     ("postgres.max_connections", "rolling restart", "max_connections takes effect at a server start (context postmaster)"),
+    ("backup.enabled", "rolling restart", "archive_mode takes effect at a server start (context postmaster)"),
+    ("backup.archive_timeout_s", "reload", "archive_timeout is applied through the DCS on SIGHUP"),
+    ("backup.rpo_s", "none", "a promise the checks and drills hold the stack to"),
+    ("backup.container", "in place", "a new, empty repository: the stanza is created there and a full backup "
+                                     "taken; the old container keeps the old backups"),
+    ("backup.*", "in place", "pgBackRest's configuration and the backup timers on each node, rewritten"),
     ("azure.vm_size", "rolling restart", "each VM is resized, which reboots it, one at a time"),
 )
 

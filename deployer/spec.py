@@ -164,6 +164,8 @@ NOT_PARAMETERS = {
     "wal_log_hints": "pg_rewind (Patroni's use_pg_rewind) needs it on",
     "password_encryption": "pg_hba (the patroni role) accepts scram-sha-256 passwords only",
     "synchronous_standby_names": "Patroni manages it (patroni.synchronous_mode)",
+    **dict.fromkeys(("archive_mode", "archive_command", "archive_timeout", "archive_library"),
+                    "the backup section sets the WAL archive (pgBackRest)"),
     "unix_socket_directories": "Patroni's local configuration sets it (the patroni role), overriding the DCS",
     **dict.fromkeys(("data_directory", "config_file", "hba_file", "ident_file"),
                     "Patroni's local configuration places the data directory and its files (the patroni role)"),
@@ -293,7 +295,7 @@ class Local(Strict):
     @classmethod
     def _room_for_links(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
         if value.prefixlen > 28:
-            raise ValueError(f"{value} is too small: three /30 links need at least a /28")
+            raise ValueError(f"{value} is too small: four /30 links need at least a /28")
         return value
 
 
@@ -310,6 +312,57 @@ class Azure(Strict):
         if value is not None and value.prefixlen == 0:
             raise ValueError("0.0.0.0/0 would open SSH to the internet; give your own address range")
         return value
+
+
+class Backup(Strict):
+    """pgBackRest's continuous WAL archive and backups, in one repository: a private container of
+    Azure Blob Storage (Azurite, Microsoft's emulator, on the local target; ``Target.backup_repository``).
+
+    Every node's timer fires every ``check_every_min`` minutes; on the leader only, it takes a full
+    backup when the repository's newest full one is ``full_every_h`` hours old (or there is none),
+    else a differential one when its newest backup of any kind is ``diff_every_h`` hours old: the
+    schedule follows the leader across failovers. ``retention_full`` full backups are kept (and
+    the WAL they need), ``retention_diff`` differential ones. ``archive_timeout_s`` forces a WAL
+    segment switch at least that often while anything is written, so ``rpo_s`` (the promise: the
+    writes a lost cluster may lose, in seconds) must allow for it and for the archiving itself."""
+
+    enabled: StrictBool = True
+    #: Azure's container names: 3-63 lower-case letters, digits and single hyphens, starting and
+    #: ending with a letter or digit.
+    container: Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", min_length=3, max_length=63)] = "pgbackrest"
+    retention_full: int = Field(2, ge=1, le=100)
+    retention_diff: int = Field(7, ge=1, le=365)
+    full_every_h: int = Field(168, ge=1)
+    diff_every_h: int = Field(24, ge=1)
+    check_every_min: int = Field(15, ge=1, le=1440)
+    archive_timeout_s: int = Field(60, ge=10, le=3600)
+    rpo_s: int = Field(120, ge=10)
+
+    @model_validator(mode="after")
+    def _promises_hold(self):
+        if self.diff_every_h > self.full_every_h:
+            raise ValueError(f"diff_every_h ({self.diff_every_h}) must not exceed full_every_h ({self.full_every_h})")
+        if self.rpo_s < self.archive_timeout_s + ARCHIVE_PUSH_MARGIN_S:
+            raise ValueError(f"rpo_s ({self.rpo_s}) cannot be kept: a segment may wait archive_timeout_s "
+                             f"({self.archive_timeout_s}) plus {ARCHIVE_PUSH_MARGIN_S} s to reach the repository")
+        return self
+
+    @property
+    def full_max_age_s(self) -> int:
+        """The oldest the newest full backup may be while the schedule runs: its period plus one
+        timer period (the leader's timer notices it due at the next firing)."""
+        return self.full_every_h * 3600 + self.check_every_min * 60
+
+    @property
+    def archive_max_age_s(self) -> int:
+        """The longest a written WAL segment may wait for the repository: ``archive_timeout_s`` plus
+        the push's margin."""
+        return self.archive_timeout_s + ARCHIVE_PUSH_MARGIN_S
+
+
+#: Seconds allowed, beyond ``archive_timeout``, for a finished WAL segment to reach the repository
+#: (the archiver's next attempt, the push itself over HTTPS).
+ARCHIVE_PUSH_MARGIN_S = 30
 
 
 class Workload(Strict):
@@ -338,6 +391,7 @@ class StackSpec(Strict):
     local: Local = Local()
     azure: Azure = Azure()
     workload: Workload = Workload()
+    backup: Backup = Backup()
 
     @field_validator("nodes")
     @classmethod
@@ -415,12 +469,21 @@ class StackSpec(Strict):
         """Every PostgreSQL setting the spec sets, by name as PostgreSQL spells it, with the value
         ``pg_settings.setting`` reports once it is applied (``pg_parameters.normalise``: a number in
         the parameter's base unit, without it, where ``SHOW`` would say ``10s``; booleans ``on``/``off``): ``max_connections``,
-        ``wal_sender_timeout`` (from ``patroni.wal_sender_timeout_ms``) and ``postgres.parameters``.
+        ``wal_sender_timeout`` (from ``patroni.wal_sender_timeout_ms``), with ``backup.enabled``
+        the WAL archive (``archive_mode``, ``archive_command`` pushing to pgBackRest's stanza,
+        ``archive_timeout``), and ``postgres.parameters``.
         The one source of what reaches Patroni's DCS (``deployer.inventory``) and of what the suites
         expect to be running; ``pg_parameters.needs_restart(name)`` says which need a restart."""
+        archive = {"archive_mode": "on", "archive_command": f"pgbackrest --stanza={self.stanza} archive-push %p",
+                   "archive_timeout": self.backup.archive_timeout_s} if self.backup.enabled else {}
         given = {"max_connections": self.postgres.max_connections,
-                 "wal_sender_timeout": self.patroni.wal_sender_timeout_ms, **self.postgres.parameters}
+                 "wal_sender_timeout": self.patroni.wal_sender_timeout_ms, **archive, **self.postgres.parameters}
         return {name: pg_parameters.normalise(name, value) for name, value in given.items()}
+
+    @property
+    def stanza(self) -> str:
+        """pgBackRest's name for the cluster in its repository: Patroni's scope."""
+        return self.patroni.scope
 
     def node(self, name: str) -> Node:
         """The node called ``name``; KeyError naming the known nodes otherwise."""

@@ -101,8 +101,8 @@ def _tree(root: Path) -> Iterable[Path]:
 #: stage consumes (the drills' workload, the profile's name) re-runs nothing.
 CONSUMES: dict[str, frozenset[str]] = {
     "provision": frozenset({"name", "admin_user", "network", "nodes", "ports", "security_rules", "load_balancer",
-                            "local", "azure"}),
-    "configure": frozenset({"name", "network", "nodes", "ports", "patroni", "postgres", "haproxy"}),
+                            "local", "azure", "backup"}),
+    "configure": frozenset({"name", "network", "nodes", "ports", "patroni", "postgres", "haproxy", "backup"}),
     "attach": frozenset({"nodes", "ports", "load_balancer"}),
 }
 

@@ -77,8 +77,10 @@ def test_layout_keeps_private_addresses_in_namespaces():
     layout = Layout(SPEC, "pgha")
     assert layout.mgmt.outer not in SPEC.network.vnet_cidr, "the host's only address is on the transit link"
     assert len({layout.mgmt.outer, layout.mgmt.inner, layout.lb_link.outer, layout.lb_link.inner,
-                layout.client_link.outer, layout.client_link.inner}) == 6
-    assert layout.namespaces == ["pgha-vnet", "pgha-lb", "pgha-client", "pgha-neighbour", "pgha-pg1", "pgha-pg2", "pgha-pg3"]
+                layout.client_link.outer, layout.client_link.inner, layout.storage_link.outer,
+                layout.storage_link.inner}) == 8
+    assert layout.namespaces == ["pgha-vnet", "pgha-lb", "pgha-client", "pgha-neighbour", "pgha-storage",
+                                 "pgha-pg1", "pgha-pg2", "pgha-pg3"]
 
 
 def test_the_neighbour_is_a_host_of_the_vnet_outside_the_subnet():

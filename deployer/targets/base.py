@@ -49,7 +49,7 @@ VANTAGES = ("management", "internet", "vnet")
 #: How long a (re)started VM may take until its sshd answers.
 SSH_BOOT_DEADLINE_S = 120
 
-__all__ = ["HostAccess", "MissingPrerequisite", "PoolMember", "ProbeResult", "RuleInForce", "Target", "TargetError"]
+__all__ = ["BackupRepository", "HostAccess", "MissingPrerequisite", "PoolMember", "ProbeResult", "RuleInForce", "Target", "TargetError"]
 
 
 class TargetError(RuntimeError):
@@ -100,6 +100,39 @@ class ProbeResult:
     reachable: bool
     seconds: float
     detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupRepository:
+    """Where pgBackRest's repository lives (an Azure Blob Storage container, or the local target's
+    emulator of one, Azurite) as the nodes reach it. Every node's pgBackRest configuration is the
+    same on both targets apart from these fields (the ``pgbackrest`` role renders them).
+
+    - ``host``, ``port``: the blob endpoint the nodes connect to over HTTPS, whose certificate names
+      ``host``. ``uri_style``: ``host`` (the host names the account, Azure's
+      ``<account>.blob.core.windows.net``) or ``path`` (the URL's first segment names it, as an
+      emulator serves it).
+    - ``account``, ``container``: the storage account and the private container holding the
+      repository; ``key``: the account's shared key (a secret: never printed or logged, hidden from
+      ``repr``).
+    - ``ca_file``: on a node, the CA bundle that verifies the endpoint (``""``: the system's store).
+    - ``address``: where the nodes find ``host`` without DNS (``""``: DNS resolves it).
+    """
+
+    host: str
+    port: int
+    uri_style: Literal["host", "path"]
+    account: str
+    container: str
+    key: str = dataclasses.field(repr=False)
+    ca_file: str = ""
+    address: str = ""
+
+    @property
+    def url(self) -> str:
+        """The account's blob service URL: ``https://<address or host>:<port>``, then ``/<account>``
+        in ``path`` style."""
+        return f"https://{self.address or self.host}:{self.port}" + (f"/{self.account}" if self.uri_style == "path" else "")
 
 
 class Target(abc.ABC):
@@ -246,6 +279,16 @@ class Target(abc.ABC):
         from the control machine. When the node is down the URL still answers fast (refused), never
         hangs."""
         return f"https://{self.address_of(node)}:{self.spec.ports.patroni}"
+
+    # ----- backups -----
+
+    def backup_repository(self) -> BackupRepository:
+        """Where pgBackRest's repository lives and how the nodes reach it (``BackupRepository``).
+        Stage 1 creates it (an empty private container, reachable from the cluster's subnet only,
+        never from the ``internet`` vantage) and the key, stored mode 0600 in the state directory
+        like the other secrets. Valid after provision; ``TargetError`` before, or where the target
+        has no repository."""
+        raise TargetError(f"target {self.name} has no backup repository")
 
     # ----- probes -----
 

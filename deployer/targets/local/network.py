@@ -1,10 +1,11 @@
 """The local target's network: one namespace per VM, a ``vnet`` namespace with the subnet's bridge,
 an ``lb`` namespace holding the load balancer's public frontend, a ``client`` namespace standing for
-the internet, a ``neighbour`` namespace standing for another host of the virtual network (a /30 of
+the internet, a ``storage`` namespace standing for the storage account's blob endpoint (Azurite), a ``neighbour`` namespace standing for another host of the virtual network (a /30 of
 the vnet outside the subnet, routed through ``vnet``), and a management veth from the host into
-``vnet`` (the host gets routes to the subnet and the frontend only, nothing else).
+``vnet`` (the host gets routes to the subnet, the frontend and the blob endpoint only, nothing else).
 
-Transit links are /30s carved from ``spec.local.transit_cidr``: [0] management, [1] lb, [2] client.
+Transit links are /30s carved from ``spec.local.transit_cidr``: [0] management, [1] lb, [2] client,
+[3] storage.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class Layout:
         self.vnet, self.lb, self.client = f"{stack}{VNET_SUFFIX}", f"{stack}-lb", f"{stack}-client"
         self.mgmt_if = f"{stack}-mgmt"
         links = list(spec.local.transit_cidr.subnets(new_prefix=30))
-        self.mgmt, self.lb_link, self.client_link = (
-            Link(name, net[2], net[1]) for name, net in zip(("mgmt", "lb", "client"), links)
+        self.mgmt, self.lb_link, self.client_link, self.storage_link = (
+            Link(name, net[2], net[1]) for name, net in zip(("mgmt", "lb", "client", "storage"), links)
         )
+        self.storage = f"{stack}-storage"
         self.frontend = spec.local.frontend_address
         self.gateway = spec.network.gateway
         self.neighbour = f"{stack}-neighbour"
@@ -54,7 +56,7 @@ class Layout:
 
     @property
     def namespaces(self) -> list[str]:
-        return [self.vnet, self.lb, self.client, self.neighbour, *(self.node_ns(n) for n in self.spec.nodes)]
+        return [self.vnet, self.lb, self.client, self.neighbour, self.storage, *(self.node_ns(n) for n in self.spec.nodes)]
 
 
 def namespaces_of(stack: str, namespaces: Iterable[str], stacks: Iterable[str] = ()) -> list[str]:
@@ -108,7 +110,8 @@ def create(layout: Layout) -> None:
     _up_link(layout.vnet, BRIDGE, f"{layout.gateway}/{prefix}")
     for node in spec.nodes:
         _plug(layout, node, create_ns=False)
-    for link, ns in ((layout.lb_link, layout.lb), (layout.client_link, layout.client)):
+    for link, ns in ((layout.lb_link, layout.lb), (layout.client_link, layout.client),
+                     (layout.storage_link, layout.storage)):
         _link(layout, link, ns)
     _link(layout, layout.neighbour_link, layout.neighbour)
     _in(layout.lb, "addr", "add", f"{layout.frontend}/32", "dev", "lo")
@@ -119,6 +122,13 @@ def create(layout: Layout) -> None:
     _up_link(None, layout.mgmt_if, f"{layout.mgmt.outer}/30")
     for dst in (str(spec.network.subnet_cidr), f"{layout.frontend}/32"):
         _in(None, "route", "add", dst, "via", str(layout.mgmt.inner), "dev", layout.mgmt_if)
+    _route_storage(layout)
+
+
+def _route_storage(layout: Layout) -> None:
+    """The host's route to the blob endpoint (the deployer creates the container there, as Azure's
+    control plane does)."""
+    _in(None, "route", "replace", f"{layout.storage_link.outer}/32", "via", str(layout.mgmt.inner), "dev", layout.mgmt_if)
 
 
 def _link(layout: Layout, link: Link, ns: str) -> None:
@@ -144,17 +154,20 @@ def _plug(layout: Layout, node: Node, create_ns: bool) -> None:
 
 def converge(layout: Layout, existing: Iterable[str]) -> list[str]:
     """Bring a stack's network to ``layout`` in place: everything when its subnet namespace is
-    absent (``create``), else only the namespaces and links of nodes (and the neighbour) that have
-    none. Returns the nodes plugged in; never touches a namespace that exists (so a running VM keeps
+    absent (``create``), else only the namespaces and links of nodes (and the neighbour, the storage)
+    that have none. Returns the nodes plugged in; never touches a namespace that exists (so a running VM keeps
     its link)."""
     existing = set(existing)
     if layout.vnet not in existing:
         create(layout)
         return [n.name for n in layout.spec.nodes]
-    if layout.neighbour not in existing:
-        run(["ip", "netns", "add", layout.neighbour])
-        _in(layout.neighbour, "link", "set", "lo", "up")
-        _link(layout, layout.neighbour_link, layout.neighbour)
+    for ns, link in ((layout.neighbour, layout.neighbour_link), (layout.storage, layout.storage_link)):
+        if ns not in existing:
+            run(["ip", "netns", "add", ns])
+            _in(ns, "link", "set", "lo", "up")
+            _link(layout, link, ns)
+    if layout.storage not in existing:
+        _route_storage(layout)
     added = [n for n in layout.spec.nodes if layout.node_ns(n) not in existing]
     for node in added:
         _plug(layout, node, create_ns=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 from deployer.inventory import image_packages
 from deployer.secrets import Secrets
 from deployer.spec import SpecError, check_stack_name
-from deployer.targets.base import HostAccess, MissingPrerequisite, PoolMember, RuleInForce, Target
-from deployer.targets.local import lb, network, nsg
+from deployer.targets.base import BackupRepository, HostAccess, MissingPrerequisite, PoolMember, RuleInForce, Target, TargetError
+from deployer.targets.local import lb, network, nsg, storage
 from deployer.targets.local.cmd import run
 from deployer.targets.local.image import ensure_image, prune_images
 from deployer.targets.local.network import Layout
@@ -26,6 +26,8 @@ from deployer.wait import wait_until
 
 log = logging.getLogger("deployer.local")
 IMAGE_CACHE = Path(os.environ.get("PGHA_IMAGE_CACHE", "/var/cache/pgha/images"))
+#: The state directory's subdirectories holding what runs of a stack (a process started from one is the stack's).
+RUN_DIRS = ("vms", "lb", "storage")
 TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap", "nft": "nftables",
          "ip": "iproute2", "ssh": "openssh-client", "ssh-keygen": "openssh-client"}
 
@@ -39,6 +41,7 @@ class LocalTarget(Target):
         super().__init__(spec, state)
         self.layout = Layout(spec, state.name)
         self.lb_dir = state.dir / "lb"
+        self.storage = storage.Storage(self.layout, state.dir / "storage", self.pki, spec.backup.container)
 
     # ----- helpers -----
 
@@ -64,6 +67,8 @@ class LocalTarget(Target):
             problems.append(f"install the Debian packages {' '.join(missing)} (`make deps` does)")
         if len(self.state.name) > 10:
             problems.append(f"stack name {self.state.name!r} is too long for interface names (10 characters at most)")
+        if self.spec.backup.enabled:
+            problems += storage.missing()
         if "overlay" not in Path("/proc/filesystems").read_text():
             problems.append("the kernel has no overlayfs")
         need = self.spec.local.min_free_disk_gib
@@ -78,7 +83,8 @@ class LocalTarget(Target):
 
     def is_up(self) -> bool:
         return (set(self.layout.namespaces) <= set(network.existing_namespaces(self.state.name, self._stacks()))
-                and all(vm.running() for vm in self._vms()) and (self.lb_dir / "haproxy.pid").exists())
+                and all(vm.running() for vm in self._vms()) and (self.lb_dir / "haproxy.pid").exists()
+                and (not self.spec.backup.enabled or self.storage.pid() is not None))
 
     def provision(self) -> None:
         """Stage 1, converging in place. A stack on record (its provision once succeeded) keeps its
@@ -101,6 +107,8 @@ class LocalTarget(Target):
         self.load_nft(nsg.render(self.layout) + (nsg.flush_fault_tables() if self.layout.vnet in existing
                                                  else nsg.render_fault_tables()))
         self._converge_lb(image)
+        if self.spec.backup.enabled:
+            self.storage.converge(log)
         for gone in sorted({vm.node for vm in self._all_vm_dirs()} - {n.name for n in self.spec.nodes}):
             self._remove_vm(gone)
         secrets, known = Secrets(self.state.dir), []
@@ -171,6 +179,12 @@ class LocalTarget(Target):
         """No package index (a release the image lacks comes from the host's wheelhouse), no watchdog."""
         return {"common_apt_update_cache": False, "patroni_watchdog_mode": "off",
                 "patroni_wheelhouse": str(wheelhouse(image_packages(self.spec)[1]))}
+
+    def backup_repository(self) -> BackupRepository:
+        """Azurite in the ``storage`` namespace (``storage.Storage``)."""
+        if not self.spec.backup.enabled:
+            raise TargetError("the spec turns backups off (backup.enabled: false): there is no backup repository")
+        return self.storage.repository()
 
     def attach(self) -> None:
         present = {m.node for m in self.backend_pool()}
@@ -266,6 +280,7 @@ class LocalTarget(Target):
 
     def teardown(self) -> None:
         lb.stop(self.lb_dir)
+        self.storage.stop()
         vms = self._all_vm_dirs()
         running = [vm for vm in vms if vm.launcher_pid()]
         if running:
@@ -281,7 +296,7 @@ class LocalTarget(Target):
                 log.info("Killing process %d left in namespace %s.", pid, ns)
                 run(["kill", "-9", str(pid)], check=False)
         network.destroy(self.layout, names)
-        for sub in ("vms", "lb"):
+        for sub in RUN_DIRS:
             shutil.rmtree(self.state.dir / sub, ignore_errors=True)
 
     def _stacks(self) -> set[str]:
@@ -307,14 +322,14 @@ class LocalTarget(Target):
 
     def _of(self, stack: str, host: HostView, note: str = "") -> list[str]:
         """Everything of ``stack`` on this host: its namespaces and host interface (``<stack>-...``),
-        mounts under its state dir, the processes started from it (VM launchers, the load balancer),
+        mounts under its state dir, the processes started from it (VM launchers, the load balancer, the blob endpoint),
         its VM cgroups (``<stack>.<node>``)."""
         home, mgmt_if = self.state.dir.parent / stack, stack + Layout(self.spec, "").mgmt_if
         found = [f"network namespace {ns}" for ns in network.namespaces_of(stack, host.namespaces, self._stacks())]
         found += [f"host interface {link}" for link in host.links if link == mgmt_if]
         found += [f"mount {m}" for m in host.mounts if m.startswith(f"{home}/")]
         found += [f"process {pid} ({cmd})" for pid, cmd in host.processes
-                  if f"{home}/vms/" in cmd or f"{home}/lb/" in cmd]
+                  if any(f"{home}/{sub}/" in cmd for sub in RUN_DIRS)]
         for h in HIERARCHIES:
             base = CGROUP_ROOT / h
             if base.is_dir():
@@ -327,12 +342,13 @@ class LocalTarget(Target):
         refuses."""
         root, shape = self.state.dir.parent, Layout(self.spec, "")
         named = self._stacks()
-        named |= {ns.removesuffix(end) for ns in host.namespaces for end in (shape.vnet, shape.lb, shape.client, shape.neighbour)
+        named |= {ns.removesuffix(end) for ns in host.namespaces
+                  for end in (shape.vnet, shape.lb, shape.client, shape.neighbour, shape.storage)
                   if ns.endswith(end)}
         named |= {link.removesuffix(shape.mgmt_if) for link in host.links if link.endswith(shape.mgmt_if)}
         named |= {m.removeprefix(f"{root}/").split("/")[0] for m in host.mounts if m.startswith(f"{root}/")}
         named |= {found for _, cmd in host.processes
-                  for found in re.findall(rf"{re.escape(str(root))}/([^/\s]+)/(?:vms|lb)/", cmd)}
+                  for found in re.findall(rf"{re.escape(str(root))}/([^/\s]+)/(?:{'|'.join(RUN_DIRS)})/", cmd)}
         refused = sorted(name for name in named if name and name != self.state.name and _refused(name))
         return [line for name in refused for line in self._of(
             name, host, f" (of stack {name!r}, a name this version refuses: left by an older one; remove it by hand)")]
