@@ -8,6 +8,7 @@
     deployer break  DEFECT [--name NAME]  # seed a documented misconfiguration (deployer/defects.py)
     deployer heal   [--name NAME]         # undo every seeded one, back to exactly the spec
     deployer rotate-certs [--name NAME]   # a new CA and node certificates, node by node (deployer/rotation.py)
+    deployer backup [--name NAME] [--type auto|full|diff]  # a backup on the leader now (deployer/backups.py)
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     rot = sub.add_parser("rotate-certs", help="replace the CA and every node's certificate, node by node, the old "
                                               "CA trusted until every node serves the new ones")
     rot.add_argument("--name", help="stack name (default: the default spec's name)")
+    bk = sub.add_parser("backup", help="take a backup with pgBackRest on the leader now, into the stack's repository")
+    bk.add_argument("--name", help="stack name (default: the default spec's name)")
+    bk.add_argument("--type", choices=("auto", "full", "diff"), default="full",
+                    help="full (default), diff (since the newest full), or auto (what the schedule owes, if anything)")
     img = sub.add_parser("image", help="bake the local VM image (cached by content hash)")
     img.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="stack spec file (default: stack.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every command run")
@@ -167,6 +172,20 @@ def cmd_rotate_certs(args) -> int:
     return 0
 
 
+def cmd_backup(args) -> int:
+    """``backups.take`` on the stack's leader; its account printed, exit 1 with the error when it failed."""
+    from deployer import backups
+    from deployer.stack import Stack
+
+    stack = Stack.attach(check_stack_name(args.name or load_spec(DEFAULT_SPEC).name))
+    if not stack.spec.backup.enabled:
+        raise TargetError(f"stack {stack.state.name}'s spec turns backups off (backup.enabled: false)")
+    with console.status(f"[bold]{args.type} backup of {stack.state.name} on its leader"):
+        done = backups.take(stack, args.type)
+    console.print(f"Backup of {stack.state.name}: {done}.", markup=False, highlight=False)
+    return 0
+
+
 #: Environment variables that mark a CI agent (Azure Pipelines sets TF_BUILD, most others CI).
 AGENT_ENV = ("TF_BUILD", "CI")
 
@@ -241,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every HTTP request at INFO
     try:
         return {"up": cmd_up, "status": cmd_status, "down": cmd_down, "image": cmd_image,
-                "break": cmd_break, "heal": cmd_heal, "rotate-certs": cmd_rotate_certs}[args.command](args)
+                "break": cmd_break, "heal": cmd_heal, "rotate-certs": cmd_rotate_certs,
+                "backup": cmd_backup}[args.command](args)
     except (SpecError, TargetError) as exc:
         console.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         return 2

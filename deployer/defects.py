@@ -16,13 +16,14 @@ from collections.abc import Callable
 
 import requests
 
-from deployer import haproxy_stat, patroni
+from deployer import backups, haproxy_stat, patroni
 from deployer.drills.trial import converged
 from deployer.inventory import TLS_ON_NODE, role_defaults
 from deployer.stack import Stack
 from deployer.targets import TargetError
 from deployer.targets.local import lb, nsg
 from deployer.targets.local.cmd import run
+from deployer.targets.local.storage import FIREWALL, PORT
 from deployer.targets.local.network import Layout
 from deployer.wait import wait_until
 
@@ -409,6 +410,85 @@ def _sync_as_spec(stack: Stack) -> None:
     converged(stack)
 
 
+# ----- the backups' -----
+
+def _archiver_since(stack: Stack, failing: bool) -> None:
+    """Wait until the leader's archiver last failed after its last success (``failing``), or the
+    other way round."""
+    def state() -> tuple[float, float]:
+        a = backups.read_archiver(stack, stack.leader().name)
+        return a.last_failed_at or 0.0, a.last_archived_at or 0.0
+    wait_until(f"the leader's archiver to {'fail' if failing else 'succeed'} since its last "
+               f"{'success' if failing else 'failure'} (last failed at, last archived at)", state,
+               lambda s: (s[0] > s[1]) == failing, timeout=stack.spec.backup.archive_max_age_s + 60, interval=2)
+
+
+def _archive_command(failing: bool):
+    """``archive_command`` in the DCS set by hand to ``/bin/false`` (or back to the spec's), then a
+    WAL segment switched on the leader so the archiver tries it."""
+    def change(stack: Stack) -> None:
+        command = "/bin/false" if failing else stack.spec.postgres_settings()["archive_command"]
+        _patch_config(stack, {"postgresql": {"parameters": {"archive_command": command}}})
+        leader = stack.leader().name
+        wait_until(f"{leader} to run archive_command {command!r}",
+                   lambda: stack.psql(leader, "SHOW archive_command")[0][0], lambda seen: seen == command,
+                   timeout=stack.budgets.converge_s)
+        stack.psql(leader, "SELECT pg_switch_wal() FROM (SELECT txid_current()) AS written")
+        _archiver_since(stack, failing)
+    return change
+
+
+def _storage_rule(stack: Stack, rule: str | None) -> None:
+    """Insert ``rule`` first in the blob endpoint's network rules, or restore them as rendered (None)."""
+    storage = _local(stack).storage
+    if rule is None:
+        run(["nft", "-f", "-"], netns=storage.layout.storage, input=storage.firewall())
+    else:
+        run(["nft", "insert", "rule", "inet", FIREWALL, "input", *rule.split()], netns=storage.layout.storage)
+
+
+def _repository_cut_from_last_node(stack: Stack) -> None:
+    """The blob endpoint drops the last node's packets (its network rule lost that node)."""
+    _storage_rule(stack, f"ip saddr {stack.spec.nodes[-1].address} drop")
+
+
+def _repository_open_to_everyone(stack: Stack) -> None:
+    """The blob endpoint's network rules admit every source (Azure: public network access enabled)."""
+    _storage_rule(stack, f"tcp dport {PORT} accept")
+
+
+def _network_rules_as_rendered(stack: Stack) -> None:
+    """Undo the two above."""
+    _storage_rule(stack, None)
+
+
+def _full_sets(stack: Stack) -> list[str]:
+    return [b.label for b in backups.read_backups(stack, stack.leader().name)[1] if b.type == "full"]
+
+
+def _delete_full_backups_data(stack: Stack) -> None:
+    """What a storage lifecycle rule (retention outside pgBackRest) does to the full backups: every
+    data file of every full backup set deleted from the container; their manifests stay listed."""
+    from azure.storage.blob import ContainerClient
+
+    repo = stack.target.backup_repository()
+    client = ContainerClient(repo.url, repo.container, credential={"account_name": repo.account, "account_key": repo.key},
+                             connection_verify=stack.target.ca_file)
+    root = role_defaults()["pgbackrest"]["pgbackrest_repo_path"].strip("/")
+    for label in _full_sets(stack):
+        for blob in list(client.list_blobs(name_starts_with=f"{root}/backup/{stack.spec.stanza}/{label}/pg_data/")):
+            client.delete_blob(blob.name)
+
+
+def _new_full_backup(stack: Stack) -> None:
+    """A new full backup, then the broken older sets expired (pgBackRest expires a full set, and the
+    sets that depend on it, once a newer full one exists)."""
+    broken = _full_sets(stack)
+    backups.take(stack, "full")
+    for label in broken:
+        backups.pgbackrest(stack, stack.leader().name, f"--set={label}", "expire")
+
+
 #: The guard of every defect that leaves the cluster unable to fail over (or to some replica).
 FAILOVER_READY = "test_failover_readiness.py::test_a_failover_would_happen_now_and_every_replica_qualifies"
 CATALOGUE: tuple[Defect, ...] = (
@@ -501,6 +581,23 @@ CATALOGUE: tuple[Defect, ...] = (
     Defect("sync-nosync", "under synchronous mode (switched on in the DCS where the spec runs asynchronous) every "
            "replica, each a synchronous candidate, is tagged nosync: no synchronous standby, no failover",
            (FAILOVER_READY,), "nosync", _nosync_replicas, _sync_as_spec),
+    Defect("archive-command-fails", "archive_command in the DCS set by hand to /bin/false: no WAL segment reaches the "
+           "repository, so nothing written since can be restored",
+           ("test_backup.py::test_the_leader_archives_every_wal_segment_in_time_and_without_failing",
+            "test_settings.py::test_every_node_runs_the_settings_the_spec_sets"),
+           "archiv", _archive_command(failing=True), _archive_command(failing=False)),
+    Defect("repository-unreachable-from-a-node", "the blob endpoint's network rules drop the last node: promoted, "
+           "it could not archive, back up or restore",
+           ("test_backup.py::test_every_node_reaches_the_repository_and_the_leaders_wal_arrives_there",),
+           "pg3", _repository_cut_from_last_node, _network_rules_as_rendered),
+    Defect("repository-open-to-the-internet", "the blob endpoint's network rules admit every source (public network "
+           "access): anyone with the key, or a leaked SAS, reaches the backups",
+           ("test_backup.py::test_the_repository_answers_no_one_on_the_internet",),
+           "answered a client on the internet", _repository_open_to_everyone, _network_rules_as_rendered),
+    Defect("full-backups-deleted", "a retention outside pgBackRest (a storage lifecycle rule) deleted the data files "
+           "of every full backup: the repository lists them, but keeps no full backup that restores",
+           ("test_backup.py::test_a_complete_full_backup_younger_than_the_schedule_promises_exists",),
+           "incomplete", _delete_full_backups_data, _new_full_backup),
 )
 BY_NAME = {d.name: d for d in CATALOGUE}
 
