@@ -1,5 +1,5 @@
 metadata name = 'pgha stack'
-metadata description = 'A 3-node HA PostgreSQL stack (Patroni, etcd, HAProxy on every node) behind a Standard load balancer. Every value comes from stack.yaml through deployer/targets/azure/parameters.py.'
+metadata description = 'A 3-node HA PostgreSQL stack (Patroni, etcd, HAProxy on every node) behind a Standard load balancer, with a storage account for its backups (pgBackRest). Every value comes from stack.yaml through deployer/targets/azure/parameters.py.'
 
 // ---------- parameters (all given by the deployer) ----------
 
@@ -72,12 +72,23 @@ param sshPublicKey string
 @description('Required. Whether the NICs join the load balancer backend pool: false in stage 1 (provision), true in stage 3 (attach).')
 param joinBackendPool bool
 
+@description('Required. Whether the stack has a backup repository (stack.yaml backup.enabled): a storage account holding one private blob container, which only the subnet of the nodes reaches.')
+param backupEnabled bool
+
+@description('Required. Name of the private blob container of the backup repository (stack.yaml backup.container).')
+@minLength(3)
+@maxLength(63)
+param backupContainer string
+
 // ---------- names ----------
 
 var backendPoolName = 'nodes'
 // The frontend's DNS label: the stack's name and a suffix unique to its resource group (a label is
 // unique per region, and clients verify TLS against this name: it must not be another stack's).
 var frontendDomainNameLabel = '${stackName}-${uniqueString(resourceGroup().id)}'
+// The backup repository's storage account: a name unique in all of Azure (3-24 lower-case letters
+// and digits), from its resource group, as the frontend's DNS label is.
+var backupAccountName = 'pgbackrest${uniqueString(resourceGroup().id)}'
 var sshNatRules = [for (node, i) in nodes: {
   name: 'ssh-${node.name}'
   frontendPort: sshNatFrontendPortStart + i
@@ -164,6 +175,17 @@ module vms 'modules/vm.bicep' = [for (node, i) in nodes: {
   }
 }]
 
+module backupStorage 'modules/storage.bicep' = if (backupEnabled) {
+  name: '${deployment().name}-backup'
+  params: {
+    name: backupAccountName
+    location: location
+    tags: tags
+    subnetResourceId: network.outputs.subnetResourceId
+    containerName: backupContainer
+  }
+}
+
 // ---------- outputs (read by deployer/targets/azure) ----------
 
 @description('The nodes in spec order: [{name, privateIp, nicName, vmName, sshPort}]; sshPort is the frontend port of the node\'s SSH inbound NAT rule.')
@@ -192,3 +214,9 @@ output nsgName string = nsg.outputs.name
 
 @description('The name of the virtual network.')
 output vnetName string = network.outputs.name
+
+@description('The name of the storage account of the backup repository (pgBackRest repo1-azure-account); empty when backupEnabled is false. Its shared key is never an output: the deployer reads it with ListKeys.')
+output backupAccountName string = backupEnabled ? backupStorage.outputs.name : ''
+
+@description('The host name of the blob endpoint of the backup repository (<account>.blob.core.windows.net), which the nodes reach over HTTPS through the service endpoint of their subnet; empty when backupEnabled is false.')
+output backupBlobHost string = backupEnabled ? backupStorage.outputs.blobHost : ''

@@ -43,6 +43,12 @@ NIC = "Microsoft.Network/networkInterfaces"
 VM = "Microsoft.Compute/virtualMachines"
 DISK = "Microsoft.Compute/disks"
 TAGS_RESOURCE = "Microsoft.Resources/tags"
+STORAGE = "Microsoft.Storage/storageAccounts"
+BLOB_SERVICE = f"{STORAGE}/blobServices"
+CONTAINER = f"{BLOB_SERVICE}/containers"
+#: Resource types that take no tags (their type data declares none, as ``tests/azure/test_bicep_types.py``
+#: checks): the storage account's children, deleted with it.
+UNTAGGABLE = {BLOB_SERVICE, CONTAINER}
 
 #: Ports that no inbound allow rule may open to the internet: SSH, PostgreSQL, etcd, Patroni.
 PROTECTED_PORTS = (22, 5432, 2379, 2380, 8008)
@@ -57,6 +63,14 @@ def parse(path: Path) -> dict:
     return pycep.BicepParser().parse(file_path=path)
 
 
+def body(config: dict) -> dict:
+    """A declaration's body: that of each iteration of a loop, or the one deployed under a condition
+    (pycep writes ``= if (c) {...}`` as ``{condition, config}``)."""
+    while "loop_type" in config or "condition" in config:
+        config = config["config"]
+    return config
+
+
 def resources(path: Path | None = None) -> list[tuple[Path, str, dict]]:
     """``(file, symbol, resource)`` of every resource (of one file, or of all)."""
     return [(f, sym, res) for f in ([path] if path else FILES)
@@ -65,12 +79,7 @@ def resources(path: Path | None = None) -> list[tuple[Path, str, dict]]:
 
 def of_type(rtype: str) -> list[dict]:
     """The bodies (``config``) of every resource of one type; a loop's body for a looped resource."""
-    found = []
-    for _, _, res in resources():
-        if res["type"] == rtype:
-            config = res["config"]
-            found.append(config["config"] if "loop_type" in config else config)
-    return found
+    return [body(res["config"]) for _, _, res in resources() if res["type"] == rtype]
 
 
 def walk(node):
@@ -118,9 +127,7 @@ def module_decls(path: Path) -> list[tuple[str, Path, dict]]:
     """``(symbol, module file, params)`` of every module a file declares."""
     out = []
     for sym, mod in parse(path).get("modules", {}).items():
-        config = mod["config"]
-        body = config["config"] if "loop_type" in config else config
-        out.append((sym, (path.parent / mod["detail"]["path"]).resolve(), body.get("params", {})))
+        out.append((sym, (path.parent / mod["detail"]["path"]).resolve(), body(mod["config"]).get("params", {})))
     return out
 
 
@@ -327,21 +334,21 @@ def test_every_module_outputs_resource_id_and_name():
 def test_main_outputs_are_the_contract_with_the_azure_target():
     outputs = parse(MAIN)["outputs"]
     assert set(outputs) == {"nodes", "frontendIp", "frontendFqdn", "loadBalancerName", "backendPoolName", "nsgName",
-                            "vnetName"}
+                            "vnetName", "backupAccountName", "backupBlobHost"}
     assert outputs["nodes"]["type"] == "array"
     node = loop_body(outputs["nodes"]["value"])
     assert set(node) == {"name", "privateIp", "nicName", "vmName", "sshPort"}
-    for name in ("frontendIp", "frontendFqdn", "loadBalancerName", "backendPoolName", "nsgName", "vnetName"):
+    for name in ("frontendIp", "frontendFqdn", "loadBalancerName", "backendPoolName", "nsgName", "vnetName",
+                 "backupAccountName", "backupBlobHost"):
         assert outputs[name]["type"] == "string", name
 
 
 def test_every_resource_is_tagged_from_the_tags_param():
     for f, sym, res in resources():
-        if res["existing"]:
+        if res["existing"] or res["type"] in UNTAGGABLE:
             continue
-        config = res["config"]
-        body = config["config"] if "loop_type" in config else config
-        tags = body["properties"].get("tags") if res["type"] == TAGS_RESOURCE else body.get("tags")
+        config = body(res["config"])
+        tags = config["properties"].get("tags") if res["type"] == TAGS_RESOURCE else config.get("tags")
         assert tags == "tags", f"{f.name}: resource {sym} is not tagged with the tags param"
         assert "tags" in parse(f)["parameters"], f"{f.name} has no tags param"
     for f in FILES:
@@ -578,6 +585,12 @@ def test_parameters_carry_the_spec_values(spec, params):
     assert v["vmSize"] == spec.azure.vm_size and v["location"] == spec.azure.location
     assert v["tags"] == TAGS and v["sshPublicKey"] == SSH_KEY and v["stackName"] == spec.name
     assert v["adminUsername"] == spec.admin_user
+    assert v["backupEnabled"] is spec.backup.enabled is True and v["backupContainer"] == spec.backup.container
+    raw = raw_spec()
+    raw["azure"]["admin_cidr"] = ADMIN_CIDR
+    raw.setdefault("backup", {}).update(enabled=False, container="other-repo")
+    off = bicep_parameters(parse_spec(raw), join_pool=False, ssh_public_key=SSH_KEY, tags=TAGS)
+    assert (off["backupEnabled"]["value"], off["backupContainer"]["value"]) == (False, "other-repo")
 
 
 def test_parameters_refuse_a_bad_key_or_no_tags(spec):
@@ -793,3 +806,72 @@ def test_every_property_azure_defaults_is_set_so_what_if_shows_no_noise():
     assert probe["properties"]["numberOfProbes"] == probe["properties"]["probeThreshold"], "one threshold"
     bodies[VM] = [json.loads(json.dumps(bodies[VM][0]).replace('"diskSizeGB"', '"diskSize"'))]
     assert omitted_defaults(bodies) == [f"{VM}: properties.storageProfile.osDisk.diskSizeGB"], "negative control"
+
+
+# ---------------------------------------------------------------- the backup repository (issue 18)
+
+
+def _backup_declaration() -> dict:
+    (decl,) = [m for m in parse(MAIN)["modules"].values() if m["detail"]["path"] == "modules/storage.bicep"]
+    return decl
+
+
+def test_the_backup_repository_is_deployed_only_when_the_spec_enables_it():
+    """The storage module is declared under ``if (backupEnabled)``, given the spec's container, and
+    main's outputs about it are empty strings when it is off."""
+    decl = _backup_declaration()
+    assert decl["config"]["condition"] == "backupEnabled"
+    passed = body(decl["config"])["params"]
+    assert passed["containerName"] == "backupContainer" and passed["name"] == "backupAccountName"
+    main = parse(MAIN)
+    assert main["parameters"]["backupEnabled"]["type"] == "bool"
+    assert main["parameters"]["backupEnabled"].get("default") is None, "the spec says whether"
+    for name, output in (("backupAccountName", "name"), ("backupBlobHost", "blobHost")):
+        operands = main["outputs"][name]["value"]["operator"]["operands"]
+        assert operands["condition"] == "backupEnabled" and operands["false_value"] == ""
+        assert _root(operands["true_value"]) == "backupStorage" and _output_name(operands["true_value"]) == output
+
+
+def test_the_backup_account_name_is_valid_and_unique_to_its_group():
+    """Storage account names are global: 3-24 lower-case letters and digits. The name is a prefix
+    and ``uniqueString`` of the resource group (13 characters), as the frontend's DNS label is."""
+    name = parse(MAIN)["variables"]["backupAccountName"]["value"]
+    prefix, _, rest = name.partition("${")
+    assert rest == "uniqueString(resourceGroup().id)}", name
+    assert re.fullmatch(r"[a-z0-9]{3,24}", prefix + "b" * 13)
+    bounds = decorators(parse(MODULES / "storage.bicep")["parameters"]["name"])
+    assert (bounds["min_length"], bounds["max_length"]) == (3, 24)
+
+
+def test_the_backup_account_admits_tls12_https_from_the_subnet_only():
+    """TLS 1.2 at least, HTTPS only, no anonymous access to any blob, shared key on (pgBackRest signs
+    with it); the network rules deny by default, let no Azure service bypass them and admit only the
+    subnet of the nodes, whose Microsoft.Storage service endpoint carries the nodes' traffic."""
+    (account,) = of_type(STORAGE)
+    assert account["kind"] == "StorageV2" and account["tags"] == "tags"
+    props = account["properties"]
+    assert props["minimumTlsVersion"] == "TLS1_2" and props["supportsHttpsTrafficOnly"] is True
+    assert props["allowBlobPublicAccess"] is False and props["allowSharedKeyAccess"] is True
+    assert props["networkAcls"] == {"defaultAction": "Deny", "bypass": "None", "ipRules": [],
+                                    "virtualNetworkRules": [{"id": "subnetResourceId", "action": "Allow"}]}
+    assert body(_backup_declaration()["config"])["params"]["subnetResourceId"] == {"operator": {
+        "type": "property_accessor", "operands": {"operand_1": "network", "operand_2": {"operator": {
+            "type": "property_accessor", "operands": {"operand_1": "outputs", "operand_2": "subnetResourceId"}}}}}}
+    (vnet,) = of_type(VNET)
+    (subnet,) = vnet["properties"]["subnets"]
+    assert subnet["properties"]["serviceEndpoints"] == [{"service": "Microsoft.Storage"}]
+
+
+def test_the_backup_account_has_one_private_container_named_by_the_spec():
+    (service,) = of_type(BLOB_SERVICE)
+    (container,) = of_type(CONTAINER)
+    assert service["parent"] == "account" and service["name"] == "default"
+    assert container["parent"] == "blobService" and container["name"] == "containerName"
+    assert container["properties"] == {"publicAccess": "None"}
+
+
+def test_the_backup_key_is_never_in_the_templates():
+    """The account's key is read by the deployer with ListKeys (``AzureTarget.backup_repository``):
+    no template lists keys, so none can leak into an output or the deployment's history."""
+    for f in FILES:
+        assert not re.search(r"listKeys|\.keys\b|primaryKey", f.read_text()), f"{f.name} reads the account's keys"

@@ -80,6 +80,13 @@ resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
           // Azure's defaults, set so what-if after a deployment shows no change.
           privateEndpointNetworkPolicies: 'Disabled'
           privateLinkServiceNetworkPolicies: 'Enabled'
+          // The backup repository's storage account admits this subnet (its network rules name it);
+          // Azure gives the endpoint the region and its paired region.
+          serviceEndpoints: [
+            {
+              service: 'Microsoft.Storage'
+            }
+          ]
           networkSecurityGroup: {
             id: networkSecurityGroupResourceId
           }

@@ -28,6 +28,8 @@ GROUP = f"/resourceGroups/{RG}"
 NET = f"{GROUP}/providers/Microsoft.Network"
 CMP = f"{GROUP}/providers/Microsoft.Compute"
 DEPLOYMENT = f"{GROUP}/providers/Microsoft.Resources/deployments/pgha-main"
+#: The backup repository's storage account, as ``deployment_succeeded.json`` names it.
+ACCOUNT = f"{GROUP}/providers/Microsoft.Storage/storageAccounts/pgbackrest5f3tcbt2lzcbk"
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 ADMIN_CIDR = "192.0.2.7/32"
 
@@ -135,6 +137,11 @@ def answer_redeploy(arm: Arm, vms: dict | None = None):
     arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.add("GET", f"{CMP}/virtualMachines", vms or load("vms_in_group.json"))
     arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_attach.json"))
+
+
+def answer_keys(arm: Arm):
+    """The backup account's keys, as ``StorageAccounts_ListKeys`` answers them (``storage_account_keys.json``)."""
+    arm.add("POST", f"{ACCOUNT}/listKeys", load("storage_account_keys.json"))
 
 
 def answer_prerequisites(arm: Arm, feature: str = "Registered", skus: dict | None = None):

@@ -26,7 +26,8 @@ from pycep import BicepParser
 
 DATA = Path(__file__).resolve().parent / "bicep-types"
 #: Each vendored file, by the upstream ``types.json`` it was trimmed from (``<provider>/<version>``).
-TYPES = {"network/2024-05-01": DATA / "network-2024-05-01.json", "compute/2024-07-01": DATA / "compute-2024-07-01.json"}
+TYPES = {"network/2024-05-01": DATA / "network-2024-05-01.json", "compute/2024-07-01": DATA / "compute-2024-07-01.json",
+         "storage/2023-05-01": DATA / "storage-2023-05-01.json"}
 #: Bicep's own keywords in a resource body, which no type declares.
 KEYWORDS = {"dependsOn", "scope", "parent"}
 REQUIRED, READ_ONLY = 1, 2
@@ -86,7 +87,11 @@ def parse(path: Path) -> dict:
 
 
 def _body(config: dict) -> dict:
-    return config["config"] if "loop_type" in config else config
+    """A declaration's body: that of each iteration of a loop (``[for ...: {...}]``), or the one
+    deployed under a condition (``= if (...) {...}``)."""
+    while "loop_type" in config or "condition" in config:
+        config = config["config"]
+    return config
 
 
 class Template:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from azure.identity import AzurePipelinesCredential, DefaultAzureCredential
-from azure_fakes import (CMP, DEPLOYMENT, NET, NOW, SUB, NoCredential, answer_pool, answer_prerequisites, answer_redeploy,
-                         fake_bicep_cli, load)
+from azure_fakes import (CMP, DEPLOYMENT, NET, NOW, SUB, NoCredential, answer_keys, answer_pool, answer_prerequisites,
+                         answer_redeploy, fake_bicep_cli, load)
 
 from deployer.targets.azure import bicep
 from deployer.targets.azure.identity import AzureEnv
@@ -217,7 +217,9 @@ def test_what_if_without_the_group_previews_at_subscription_scope(target, arm):
     arm.lro("POST", "/providers/Microsoft.Resources/deployments/pgha-plan/whatIf", load("what_if_create.json"))
     lines = target.what_if()
     assert "+ Create Microsoft.Network/loadBalancers/pgha-lb" in lines
-    assert "+ Create Microsoft.Compute/virtualMachines/pgha-pg3" in lines and len(lines) == 10
+    assert "+ Create Microsoft.Compute/virtualMachines/pgha-pg3" in lines and len(lines) == 13
+    assert "+ Create Microsoft.Storage/storageAccounts/pgbackrest5f3tcbt2lzcbk/blobServices/default/containers/pgbackrest" \
+        in lines, "the backup repository's container"
     assert not arm.sent("PUT") and not arm.sent("DELETE")
     (_, _, body), = arm.sent("POST", "/whatIf")
     group, nested = body["properties"]["template"]["resources"]
@@ -240,12 +242,14 @@ def test_provision_then_attach_flip_only_the_pool_membership(target, arm, state)
     arm.error("GET", "/resourcegroups/rg-pgha", 404, "ResourceGroupNotFound", "Resource group 'rg-pgha' could not be found.")
     arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"), status=201)
     answer_deployment(arm, "what_if_create.json")
+    answer_keys(arm)
     target.provision()
 
     (_, _, group), = arm.sent("PUT", "/resourcegroups/rg-pgha?")
     assert group == {"location": "westeurope", "tags": EXPECTED_TAGS}
     order = [(m, u.split("?")[0].rsplit("/", 1)[-1]) for m, u, _ in arm.sent() if m in ("PUT", "POST")]
-    assert order == [("PUT", "rg-pgha"), ("POST", "whatIf"), ("PUT", "pgha-main")], "what-if before the deployment"
+    assert order == [("PUT", "rg-pgha"), ("POST", "whatIf"), ("PUT", "pgha-main"), ("POST", "listKeys")], \
+        "what-if before the deployment; the backup account's key once it exists"
     (_, _, stage1), = arm.sent("PUT", "/deployments/pgha-main?")
     secrets_key = target.secrets.ssh_public_key
     assert parameters_sent(stage1) == bicep_parameters(target.spec, join_pool=False, ssh_public_key=secrets_key,
@@ -303,6 +307,7 @@ def test_provision_of_a_stale_stack_restarts_the_vms_it_powered_off(target, arm,
                  load("deployment_succeeded.json"))
     arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.lro("POST", f"{CMP}/virtualMachines/pgha-pg2/start")
+    answer_keys(arm)
     target.provision()
     assert state.data["stopped"] == [] and state.data["isolated"] == [], "the redeploy replaced the NSG's rules"
     assert ssh_answers[-1] == ("20.1.2.3", 50002), "the restarted VM's SSH answers before provision goes on"
@@ -325,6 +330,7 @@ def test_reprovision_keeps_the_nics_in_the_pool_when_attach_ran(deployed, arm, s
     answer_deployment(arm, "what_if_attach.json")
     arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.lro("POST", f"{CMP}/virtualMachines/pgha-pg2/start")
+    answer_keys(arm)
     deployed.provision()
     (_, _, what_if), = arm.sent("POST", "/whatIf")
     (_, _, body), = arm.sent("PUT", "/deployments/pgha-main?")

@@ -10,7 +10,7 @@ import json
 import logging
 
 import pytest
-from azure_fakes import CMP, DEPLOYMENT, NET, RG, SUB, load
+from azure_fakes import CMP, DEPLOYMENT, NET, RG, SUB, answer_keys, load
 
 from deployer.targets.base import TargetError
 
@@ -116,6 +116,7 @@ def test_provision_deletes_vm_then_nic_then_disk_of_each_dropped_node_before_dep
         arm.lro("DELETE", f"{NET}/networkInterfaces/pgha-{node}-nic")
         arm.lro("DELETE", f"{CMP}/disks/pgha-{node}-osdisk")
     answer_deployment(arm)
+    answer_keys(arm)
     with caplog.at_level(logging.INFO, logger="deployer.azure"):
         deployed.provision()
 
@@ -142,6 +143,7 @@ def test_provision_leaves_every_vm_it_cannot_tell_is_a_dropped_node(target, arm)
     arm.add("PUT", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.add("GET", f"{CMP}/virtualMachines", listed)
     answer_deployment(arm)
+    answer_keys(arm)
     target.provision()
     assert not arm.sent("DELETE")
 

@@ -13,7 +13,7 @@ import re
 import tomllib
 
 import pytest
-from azure_fakes import CMP, DEPLOYMENT, NET, load
+from azure_fakes import CMP, DEPLOYMENT, NET, answer_keys, load
 
 from deployer.paths import REPO
 from deployer.targets.azure.clients import HYBRID_SINCE, rest
@@ -21,17 +21,20 @@ from deployer.targets.base import TargetError
 
 
 def test_every_client_returns_the_rest_json_the_target_reads(deployed, arm):
-    """Fails with azure-mgmt-network < 31, -compute < 38 or -resource < 26 (msrest models)."""
+    """Fails with azure-mgmt-network < 31, -compute < 38, -resource < 26 or -storage < 25 (msrest models)."""
     arm.add("GET", f"{NET}/networkSecurityGroups/pgha-nsg", load("nsg.json"))
     arm.add("GET", f"{CMP}/virtualMachines/pgha-pg1/instanceView", load("vm_instance_view.json"))
     arm.add("GET", "/resourcegroups/rg-pgha", load("resource_group.json"))
     arm.lro("POST", f"{DEPLOYMENT}/whatIf", load("what_if_attach.json"))
+    answer_keys(arm)
     az = deployed._az
     assert rest(az.network.network_security_groups.get("rg-pgha", "pgha-nsg")) == load("nsg.json")
     assert rest(az.compute.virtual_machines.instance_view("rg-pgha", "pgha-pg1")) == load("vm_instance_view.json")
     assert rest(az.resources.resource_groups.get("rg-pgha")) == load("resource_group.json")
     what_if = rest(az.deployments.begin_what_if("rg-pgha", "pgha-main", {"properties": {"mode": "Incremental"}}).result())
     assert what_if["properties"]["changes"] == load("what_if_attach.json")["properties"]["changes"]
+    assert rest(az.storage.storage_accounts.list_keys("rg-pgha", "pgbackrest5f3tcbt2lzcbk")) == \
+        load("storage_account_keys.json")
 
 
 class MsrestNetworkSecurityGroup:

@@ -14,11 +14,11 @@ from deployer.targets.base import TargetError
 #: The first release of each management SDK whose models are the REST JSON ("hybrid" models,
 #: ``MutableMapping``s); pyproject.toml's floors. Older releases return msrest models.
 HYBRID_SINCE = {"azure-mgmt-network": "31", "azure-mgmt-compute": "38", "azure-mgmt-resource": "26",
-                "azure-mgmt-resource-deployments": "1"}
+                "azure-mgmt-resource-deployments": "1", "azure-mgmt-storage": "25"}
 
 
 class Clients:
-    """The management clients the target uses: resources, deployments, network, compute."""
+    """The management clients the target uses: resources, deployments, network, compute, storage."""
 
     def __init__(self, credential, subscription_id: str, kwargs: dict):
         self.credential, self.subscription_id, self.kwargs = credential, subscription_id, kwargs
@@ -45,6 +45,12 @@ class Clients:
     def compute(self):
         from azure.mgmt.compute import ComputeManagementClient
         return self._make(ComputeManagementClient)
+
+    @functools.cached_property
+    def storage(self):
+        """The storage client: the backup repository's account keys (``backup``)."""
+        from azure.mgmt.storage import StorageManagementClient
+        return self._make(StorageManagementClient)
 
 
 def rest(model) -> dict:

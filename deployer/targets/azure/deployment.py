@@ -25,7 +25,8 @@ log = logging.getLogger("deployer.azure")
 
 CREATED_BY = "pgha-deployer"
 #: The outputs of ``bicep/main.bicep`` the target reads.
-OUTPUTS = ("nodes", "frontendIp", "frontendFqdn", "loadBalancerName", "backendPoolName", "nsgName", "vnetName")
+OUTPUTS = ("nodes", "frontendIp", "frontendFqdn", "loadBalancerName", "backendPoolName", "nsgName", "vnetName",
+           "backupAccountName", "backupBlobHost")
 #: API version of the resource group and nested deployment in the subscription-scope wrapper.
 WRAPPER_API = "2022-09-01"
 

@@ -106,7 +106,8 @@ def bicep_parameters(spec: StackSpec, *, join_pool: bool, ssh_public_key: str, t
     ``join_pool`` is False for stage 1 (provision: the NICs carry no backend pool) and True for
     stage 3 (attach: the NICs join the pool ``nodes``). ``ssh_public_key`` is the admin user's
     OpenSSH public key (a ``@secure()`` parameter: never printed, never output). ``tags`` go on
-    every resource (the stack name and its expiry time).
+    every resource (the stack name and its expiry time). The backup repository (a storage account
+    and its private container) follows ``backup.enabled`` and ``backup.container``.
 
     Raises ValueError (a :class:`~deployer.spec.SpecError` for spec fields) naming what is wrong,
     e.g. ``azure.admin_cidr`` when the rules need it and it is not set.
@@ -130,5 +131,7 @@ def bicep_parameters(spec: StackSpec, *, join_pool: bool, ssh_public_key: str, t
         "adminUsername": spec.admin_user,
         "sshPublicKey": _check_ssh_key(ssh_public_key),
         "joinBackendPool": bool(join_pool),
+        "backupEnabled": spec.backup.enabled,
+        "backupContainer": spec.backup.container,
     }
     return {name: {"value": value} for name, value in values.items()}

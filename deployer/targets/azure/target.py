@@ -10,6 +10,10 @@ tunnel (``ssh``). Faults are NSG deny rules and power-offs (``nsg_faults``); rea
 ARM reports (``readbacks``). Scale in takes a leaving node's NIC out of the pool and, at the next
 provision, deletes the VM, NIC and OS disk of a node the spec dropped (``scale_in``).
 
+Backups: with ``backup.enabled``, the deployment also creates pgBackRest's repository, a storage
+account whose one private container only the nodes' subnet reaches (``backup``); provision reads
+the account's key with ListKeys into the state directory (mode 0600), never printing it.
+
 TLS: the load balancer's public IP has a DNS name (``<stack>-<suffix>.<region>.cloudapp.azure.com``);
 its address and that name, as the deployment's outputs report them, are ``tls_names``: every node
 certificate holds both, so a client verifies whichever it dials (``sslmode=verify-full``) against the
@@ -36,13 +40,15 @@ from deployer.netprobe import tcp
 from deployer.secrets import Secrets
 from deployer.spec import SpecError, StackSpec
 from deployer.state import StackState
-from deployer.targets.azure import bicep, convert, deployment, nsg_faults, prerequisites, readbacks, scale_in, ssh
+from deployer.targets.azure import (backup, bicep, convert, deployment, nsg_faults, prerequisites, readbacks, scale_in,
+                                    ssh)
 from deployer.targets.azure.clients import Clients
 from deployer.targets.azure.errors import credential_problem
 from deployer.targets.azure.identity import ARM_SCOPE, AzureEnv
 from deployer.targets.azure.parameters import bicep_parameters
 from deployer.targets.azure.parameters import resolve_source as nsg_source
-from deployer.targets.base import HostAccess, MissingPrerequisite, PoolMember, RuleInForce, Target, TargetError
+from deployer.targets.base import (BackupRepository, HostAccess, MissingPrerequisite, PoolMember, RuleInForce, Target,
+                                   TargetError)
 from deployer.wait import wait_until
 
 log = logging.getLogger("deployer.azure")
@@ -257,10 +263,12 @@ class AzureTarget(Target):
         redeploy restores the NSG's rules (isolation rules go), keeps the NICs in the backend pool
         when they are there (attach ran: ``joinBackendPool=true``, so re-provisioning a stack with
         one stopped VM takes no member out), and VMs this target powered off are started again. A
-        same-named group the deployer did not create is refused. Scale in: before the deployment,
-        the VM, NIC and OS disk of every node the spec no longer has are deleted (``scale_in``: the
-        stack's VMs as ARM lists them, by computer name), one sentence logged per node; ``up`` has
-        retired each such node from the cluster first (``deployer.scaling``)."""
+        same-named group the deployer did not create is refused. With ``backup.enabled``, the
+        repository's storage account is deployed too and its key read into the state directory
+        (``backup``), again at each provision (a regenerated key is picked up). Scale in: before
+        the deployment, the VM, NIC and OS disk of every node the spec no longer has are deleted
+        (``scale_in``: the stack's VMs as ARM lists them, by computer name), one sentence logged per
+        node; ``up`` has retired each such node from the cluster first (``deployer.scaling``)."""
         template, group = self._open_group()
         tags = self._tags()
         joined = self._joined(group)
@@ -270,6 +278,11 @@ class AzureTarget(Target):
             for vm in scale_in.strays(self._az, self.resource_group, self.spec.name, {n.name for n in self.spec.nodes}):
                 log.info("%s", scale_in.remove(self._az, self.resource_group, vm))
         self._deploy(template, join_pool=joined, tags=tags)
+        if self.spec.backup.enabled:
+            account, _ = backup.endpoint(self.outputs)
+            backup.fetch_key(self._az, self.resource_group, account, self.state.dir)
+            log.info("backup repository: container %s of storage account %s, its key stored in %s (mode 0600)",
+                     self.spec.backup.container, account, self.state.dir / backup.KEY_FILE)
         self._record(isolated=[])
         for node in self.faulted("stopped"):
             self.start_vm(node)
@@ -289,6 +302,19 @@ class AzureTarget(Target):
     def watchdog_device(self) -> str:
         """``softdog``, loaded by the patroni role on each VM: a reset hits that VM alone."""
         return "/dev/watchdog"
+
+    def backup_repository(self) -> BackupRepository:
+        """The private container ``backup.container`` of the stack's storage account: its blob endpoint
+        as the deployment reported it (``<account>.blob.core.windows.net``, HTTPS on 443, host-style
+        URLs, the system's CA store, DNS) and the account's key, read from the state directory where
+        provision stored it (or, when none is stored for this account, from ARM, then stored).
+        TargetError when the spec turns backups off or the outputs name no account (redeploy)."""
+        if not self.spec.backup.enabled:
+            raise TargetError("the spec turns backups off (backup.enabled: false): there is no backup repository")
+        account, _ = backup.endpoint(self.outputs)
+        key = backup.stored_key(self.state.dir, account) or \
+            backup.fetch_key(self._az, self.resource_group, account, self.state.dir)
+        return backup.repository(self.outputs, self.spec.backup.container, key)
 
     def attach(self) -> None:
         """Stage 3: redeploy ``main.bicep`` with ``joinBackendPool=true`` (the NICs' ip configurations then
@@ -418,8 +444,9 @@ class AzureTarget(Target):
     # ----- teardown -----
 
     def teardown(self) -> None:
-        """Delete ``rg-<stack>`` and wait for it; nothing to do when it is already gone. Refused when
-        the group's tags do not show the deployer created it for this stack."""
+        """Delete ``rg-<stack>`` and wait for it, then the backup account's stored key (the account went
+        with the group); nothing to do when it is already gone. Refused when the group's tags do not
+        show the deployer created it for this stack."""
         self._require_allowed(admin_cidr=False)
         group = self._group()
         if group is None:
@@ -427,6 +454,7 @@ class AzureTarget(Target):
             return
         self._refuse_foreign(group, f"delete resource group {self.resource_group}")
         deployment.delete_group(self._az, self.resource_group)
+        (self.state.dir / backup.KEY_FILE).unlink(missing_ok=True)
         self._record(isolated=[], stopped=[])
         log.info("resource group %s deleted", self.resource_group)
 
