@@ -9,11 +9,13 @@
     deployer heal   [--name NAME]         # undo every seeded one, back to exactly the spec
     deployer rotate-certs [--name NAME]   # a new CA and node certificates, node by node (deployer/rotation.py)
     deployer backup [--name NAME] [--type auto|full|diff]  # a backup on the leader now (deployer/backups.py)
+    deployer restore (--latest | --to TIME) [--name NAME]  # the cluster from its repository, in place (deployer/restore.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -69,10 +71,26 @@ def _parser() -> argparse.ArgumentParser:
     bk.add_argument("--name", help="stack name (default: the default spec's name)")
     bk.add_argument("--type", choices=("auto", "full", "diff"), default="full",
                     help="full (default), diff (since the newest full), or auto (what the schedule owes, if anything)")
+    rs = sub.add_parser("restore", help="replace the cluster's data, on every node, with its repository's: to the end "
+                                        "of the archive or to a point in time")
+    rs.add_argument("--name", help="stack name (default: the default spec's name)")
+    when = rs.add_mutually_exclusive_group(required=True)
+    when.add_argument("--latest", action="store_true", help="to the last archived WAL (every node's data lost)")
+    when.add_argument("--to", type=_utc, metavar="TIME",
+                      help="to this point in time, ISO 8601 (no zone: UTC), e.g. 2026-12-06T02:10:00Z")
     img = sub.add_parser("image", help="bake the local VM image (cached by content hash)")
     img.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="stack spec file (default: stack.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every command run")
     return p
+
+
+def _utc(text: str) -> dt.datetime:
+    """An ISO 8601 time as an aware datetime (UTC when it names no zone)."""
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time: {exc}") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def _stack(name: str):
@@ -186,6 +204,23 @@ def cmd_backup(args) -> int:
     return 0
 
 
+def cmd_restore(args) -> int:
+    """``restore.restore`` on the stack: every node's data replaced by the repository's."""
+    from deployer import restore
+    from deployer.stack import Stack
+
+    stack = Stack.attach(check_stack_name(args.name or load_spec(DEFAULT_SPEC).name))
+    if not stack.spec.backup.enabled:
+        raise TargetError(f"stack {stack.state.name}'s spec turns backups off (backup.enabled: false)")
+    what = "the end of its archive" if args.latest else f"{args.to.isoformat()}"
+    log.info("Restoring %s to %s: every node's data directory is replaced by the repository's.", stack.state.name, what)
+    seconds = restore.restore(stack, None if args.latest else args.to, progress=lambda msg: log.info("Restore: %s.", msg))
+    console.print(f"Restored {stack.state.name} to {what} in {seconds['total']:.0f} s: "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total"), markup=False,
+                  highlight=False)
+    return 0
+
+
 #: Environment variables that mark a CI agent (Azure Pipelines sets TF_BUILD, most others CI).
 AGENT_ENV = ("TF_BUILD", "CI")
 
@@ -261,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"up": cmd_up, "status": cmd_status, "down": cmd_down, "image": cmd_image,
                 "break": cmd_break, "heal": cmd_heal, "rotate-certs": cmd_rotate_certs,
-                "backup": cmd_backup}[args.command](args)
+                "backup": cmd_backup, "restore": cmd_restore}[args.command](args)
     except (SpecError, TargetError) as exc:
         console.print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         return 2

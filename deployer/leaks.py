@@ -13,9 +13,12 @@ PEM_PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 
 def stack_secrets(state_dir: Path) -> dict[str, bytes]:
     """What a leak of this stack would contain, by name: each generated password
-    (``secrets.json``) and the first line of each private key's body (``id_ed25519``, ``tls/**.key``)."""
+    (``secrets.json``), the backup repository's key (``storage/account.json``) and the first line of each private key's body (``id_ed25519``, ``tls/**.key``)."""
     found = {f"the {name} password": value.encode()
              for name, value in json.loads((state_dir / "secrets.json").read_text()).items()}
+    account = state_dir / "storage" / "account.json"  # the backup repository's key, on every target
+    if account.exists():
+        found["the backup repository's key"] = json.loads(account.read_text())["key"].encode()
     for key in [state_dir / "id_ed25519", *sorted((state_dir / "tls").rglob("*.key"))]:
         body = [line for line in key.read_bytes().splitlines() if line.strip() and not line.startswith(b"-----")]
         if body:

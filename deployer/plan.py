@@ -67,6 +67,7 @@ RULES: tuple[tuple[str, Impact, str], ...] = (
     ("backup.enabled", "rolling restart", "archive_mode takes effect at a server start (context postmaster)"),
     ("backup.archive_timeout_s", "reload", "archive_timeout is applied through the DCS on SIGHUP"),
     ("backup.rpo_s", "none", "a promise the checks and drills hold the stack to"),
+    ("backup.rto_s", "none", "a promise the recovery drills hold the stack to"),
     ("backup.container", "in place", "a new, empty repository: the stanza is created there and a full backup "
                                      "taken; the old container keeps the old backups"),
     ("backup.*", "in place", "pgBackRest's configuration and the backup timers on each node, rewritten"),

@@ -251,6 +251,7 @@ def rotate(stack: Stack, progress: Callable[[str], None] = log.info) -> dict:
 
         run.step, start = 2, time.monotonic()
         serials = run.certificates(old_serials)
+        stack.target.renew_endpoint_certificates()
         run.seconds[STEPS[1]] = time.monotonic() - start
 
         run.step, start, run.node = 3, time.monotonic(), ""

@@ -324,7 +324,8 @@ class Backup(Strict):
     schedule follows the leader across failovers. ``retention_full`` full backups are kept (and
     the WAL they need), ``retention_diff`` differential ones. ``archive_timeout_s`` forces a WAL
     segment switch at least that often while anything is written, so ``rpo_s`` (the promise: the
-    writes a lost cluster may lose, in seconds) must allow for it and for the archiving itself."""
+    writes a lost cluster may lose, in seconds) must allow for it and for the archiving itself;
+    ``rto_s`` is the promise for how long a restore takes until writes resume."""
 
     enabled: StrictBool = True
     #: Azure's container names: 3-63 lower-case letters, digits and single hyphens, starting and
@@ -337,6 +338,9 @@ class Backup(Strict):
     check_every_min: int = Field(15, ge=1, le=1440)
     archive_timeout_s: int = Field(60, ge=10, le=3600)
     rpo_s: int = Field(120, ge=10)
+    #: The promise for a whole-cluster restore: seconds from the loss to the first acknowledged write
+    #: (it grows with the database; ``make bench-restore`` measures the restore's throughput).
+    rto_s: int = Field(600, ge=30)
 
     @model_validator(mode="after")
     def _promises_hold(self):

@@ -22,11 +22,14 @@ def state(tmp_path):
     (state / "id_ed25519").write_bytes(b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n")
     (state / "tls" / "ca.key").write_bytes(pem(ec.generate_private_key(ec.SECP256R1())))
     (state / "tls" / "nodes" / "pg1.key").write_bytes(pem(ec.generate_private_key(ec.SECP256R1())))
+    (state / "storage").mkdir()
+    (state / "storage" / "account.json").write_text(json.dumps({"account": "pgharepo", "key": "c3RvcmFnZS1rZXk="}))
     return state
 
 
 def test_the_secrets_are_every_password_and_every_private_key(state):
-    assert sorted(stack_secrets(state)) == ["the app password", "the private key id_ed25519",
+    assert sorted(stack_secrets(state)) == ["the app password", "the backup repository's key",
+                                            "the private key id_ed25519",
                                             "the private key tls/ca.key", "the private key tls/nodes/pg1.key",
                                             "the superuser password"]
 
@@ -43,6 +46,7 @@ def test_clean_reports_hold_no_leak(state, tmp_path):
     (lambda s: f"dsn host=10.0.1.4 password={json.loads((s / 'secrets.json').read_text())['app']}", "the app password"),
     (lambda s: (s / "tls" / "nodes" / "pg1.key").read_text().splitlines()[1], "the private key tls/nodes/pg1.key"),
     (lambda s: "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEI...", "a PEM private key"),
+    (lambda s: "repo1-azure-key=c3RvcmFnZS1rZXk=", "the backup repository's key"),
     (lambda s: (s / "id_ed25519").read_text(), "the private key id_ed25519"),
 ])
 def test_each_kind_of_leak_is_found_naming_the_file_and_the_secret(state, tmp_path, planted, named):

@@ -42,6 +42,10 @@ class FakeTarget:
     def ensure_certificates(self) -> list[str]:
         return self.pki.ensure([(n.name, str(n.address)) for n in SPEC.nodes], ["192.0.2.10"])
 
+    def renew_endpoint_certificates(self) -> None:
+        """Records how many CAs were trusted when the target's own endpoints (the blob endpoint) renewed."""
+        self.renewed_while_trusting = len(self.pki.trusted())
+
     def address_of(self, node: str) -> str:
         return str(SPEC.node(node).address)
 
@@ -193,6 +197,7 @@ def test_trust_both_then_certificates_replicas_first_then_trust_the_new_ca_only(
         assert set(fake.served[n].values()) == {pki.node(n).cert.read_text()}
         assert x509.load_pem_x509_certificate(fake.served[n][8008].encode()).issuer == new_ca.subject
     assert not (fake.state.dir / rotation.PENDING_FILE).exists()
+    assert fake.target.renewed_while_trusting == 2, "the target's own endpoints renew while both CAs are trusted"
     # One sentence per action: the CA, each step's install or issue and each node, the old CA gone, the record.
     assert [line.split(":")[0] for line in said] == ["Rotation", *["Step 1/4"] * 4, *["Step 2/4"] * 4,
                                                      *["Step 3/4"] * 5, "Step 4/4"], said

@@ -81,6 +81,24 @@ CATALOGUE: tuple[Drill, ...] = (
           leader_change=None, budget_from="heal", direct=False, needs="crash_vm",
           expect="Every VM crashed and started again: a leader is elected once they boot, writes resume "
                  "within a boot and a lease, and no acknowledged write is lost."),
+    # Backups (long drills: make drill): the archive follows a new leader, a replica comes back from the
+    # repository, a backup caught by a switchover ends clearly and the next one succeeds.
+    Drill("backup-archive-after-switchover", nemesis.switchover, lambda b: b.switchover_s, planned=True, direct=False,
+          hold=holds.archives_the_new_timeline,
+          expect="After a planned switchover the new leader archives WAL of its new timeline within archive_timeout "
+                 "plus the push's margin, and a differential backup on it succeeds (no new full one forced)."),
+    Drill("backup-archive-after-crash", nemesis.crashed_vm, lambda b: b.crash_failover_s, needs="crash_vm",
+          direct=False, hold=holds.archives_the_new_timeline,
+          expect="After the leader's VM crashed, the promoted replica archives WAL of its new timeline within "
+                 "archive_timeout plus the push's margin, and a differential backup on it succeeds."),
+    Drill("backup-replica-rebuilt", nemesis.data_directory_lost, lambda b: b.member_loss_s, victim="replica",
+          leader_change=False, direct=False, hold=holds.rebuilt_from_repository,
+          expect="A replica's data directory deleted: Patroni re-creates it from the repository (pgBackRest "
+                 "restore, its first replica method), not from the leader; writes never pause."),
+    Drill("backup-during-switchover", nemesis.backup_then_switchover, lambda b: b.switchover_s, planned=True,
+          direct=False, hold=holds.backup_outcome_clear,
+          expect="A full backup running on the leader when it is switched over ends, done or failed with "
+                 "pgBackRest's error, never hanging; the next backup, on the new leader, succeeds."),
     # Day two: a change applied by `deployer up` under load, reverted by `up` with the stack's own spec.
     *(Drill(f"change-{c.name}", c.fault, lambda b: b.switchover_s, hold=c.hold, planned=True, direct=False,
             leader_change=None if c.impact == "rolling restart" else False,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from deployer import patroni
+from deployer import backups, patroni
 from deployer.stack import Stack
 from deployer.wait import wait_until
 from load.runner import Workload
@@ -66,3 +66,51 @@ def quorum_lost(stack: Stack, workload: Workload, leader: str, victim: str, budg
 
 def nothing(stack: Stack, workload: Workload, leader: str, victim: str, budget_s: float) -> None:
     """Heal at once (the fault is the event, e.g. every VM crashed: the heal starts them)."""
+
+
+def _timeline_archived(stack: Stack, leader: str) -> str:
+    """The leader's last archived WAL file if it is a segment of the leader's own timeline, else ""."""
+    timeline = stack.psql(leader, "SELECT timeline_id FROM pg_control_checkpoint()")[0][0]
+    wal = backups.read_archiver(stack, leader).last_archived_wal
+    return wal if len(wal) == 24 and int(wal[:8], 16) >= int(timeline) else ""
+
+
+def archives_the_new_timeline(stack: Stack, workload: Workload, leader: str, victim: str, budget_s: float) -> None:
+    """A new leader (``new_leader``) archives a WAL segment of its own timeline within
+    ``backup.archive_max_age_s`` of taking over (pgBackRest #584: archiving broken after a failover),
+    and a differential backup on it succeeds: no new full backup is forced by the new timeline."""
+    new_leader(stack, workload, leader, victim, budget_s)
+    now = leader_other_than(stack, leader)
+    wait_until(f"{now.name} to archive a WAL segment of its own timeline (pg_stat_archiver)",
+               lambda: _timeline_archived(stack, now.name), timeout=stack.spec.backup.archive_max_age_s, interval=2)
+    backups.take(stack, "diff")
+
+
+def rebuilt_from_repository(stack: Stack, workload: Workload, leader: str, victim: str, budget_s: float) -> None:
+    """Writes flow, and the replica whose data directory was deleted streams again, re-created by
+    Patroni's first replica method, pgBackRest's restore from the repository (its log says so), not
+    by a base backup from the leader."""
+    writes_flow(stack, workload, leader, victim, budget_s)
+    wait_until(f"{victim} streaming again", stack.cluster,
+               lambda ms: any(m.name == victim and m.state == "streaming" for m in ms), timeout=REBUILD_S)
+    log = stack.ssh(victim, ["sudo", "journalctl", "-u", "patroni", "--since", "-10min", "--no-pager", "-o", "cat"]).stdout
+    created = [line for line in log.splitlines() if "replica has been created using" in line]
+    assert created and "pgbackrest" in created[-1], (
+        f"{victim} was re-created, but not from the repository: Patroni logged {created or 'no replica creation'}")
+
+
+#: How long re-creating a replica from the repository may take here (restore, then WAL replay).
+REBUILD_S = 300
+
+
+def backup_outcome_clear(stack: Stack, workload: Workload, leader: str, victim: str, budget_s: float) -> None:
+    """A new leader (``new_leader``); the full backup the switchover interrupted ended, either done or
+    failed with pgBackRest's own error (``ERROR: [code]``), never hanging; then a backup on the new
+    leader succeeds (``nemesis.backup_then_switchover``)."""
+    from deployer.drills.nemesis import BACKUP_OUTCOME
+
+    new_leader(stack, workload, leader, victim, budget_s)
+    outcome = wait_until("the interrupted backup to end", lambda: BACKUP_OUTCOME.get("result"), timeout=REBUILD_S)
+    assert not outcome.startswith("failed") or "ERROR: [" in outcome, (
+        f"the backup interrupted by the switchover failed without pgBackRest's error message: {outcome[-500:]}")
+    backups.take(stack, "diff")

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import ContextManager
 
-from deployer import journal, patroni
+from deployer import backups, inventory, journal, patroni
 from deployer.stack import Stack
+from deployer.wait import wait_until
 
 log = logging.getLogger("deployer.nemesis")
 
@@ -151,3 +153,49 @@ def switchover(stack: Stack, node: str) -> Iterator[None]:
     log.info("Fault: planned switchover away from %s.", node)
     patroni.post(stack.target, node, "/switchover", {"leader": node}, stack.secrets["rest_api"], timeout=30)
     yield
+
+
+def data_directory_lost(stack: Stack, node: str) -> ContextManager[None]:
+    """A node's data directory deleted (Patroni stopped first, then started on the empty directory, so
+    Patroni re-creates the member by its replica methods); heal: Patroni started, should it be down."""
+    data = inventory.data_dir(stack.spec)
+
+    def lose() -> None:
+        stack.ssh(node, ["sudo", "systemctl", "stop", "patroni"], timeout=120)
+        stack.ssh(node, ["sudo", "find", data, "-mindepth", "1", "-delete"], timeout=120)
+        stack.ssh(node, ["sudo", "systemctl", "start", "patroni"])
+    return _injected(stack, f"{node}'s data directory deleted", lose,
+                     [_ssh(node, "sudo", "systemctl", "start", "patroni")], "started Patroni", node)
+
+
+@contextlib.contextmanager
+def backup_then_switchover(stack: Stack, node: str) -> Iterator[None]:
+    """A full backup starts on the leader ``node`` and, while it runs, a planned switchover away from
+    it; the backup's outcome is in ``BACKUP_OUTCOME`` (``ok`` or its message) once it ended."""
+    started = threading.Event()
+
+    def backup() -> None:
+        started.set()
+        try:
+            BACKUP_OUTCOME["result"] = backups.take(stack, "full")
+        except Exception as exc:  # the outcome is what the drill judges
+            BACKUP_OUTCOME["result"] = f"failed: {exc}"
+    BACKUP_OUTCOME.clear()
+    thread = threading.Thread(target=backup, daemon=True)
+    thread.start()
+    started.wait()
+    wait_backup_running(stack, node)
+    with switchover(stack, node):
+        yield
+    thread.join(timeout=600)
+
+
+#: ``backup_then_switchover``'s backup: its account (``backups.take``) or ``failed: <message>``.
+BACKUP_OUTCOME: dict[str, str] = {}
+
+
+def wait_backup_running(stack: Stack, node: str) -> None:
+    """Until pgBackRest holds its backup lock on ``node`` (the backup really runs)."""
+    wait_until(f"a pgBackRest backup running on {node}", lambda: backups.pgbackrest(
+        stack, node, "--output=json", "info").stdout, lambda out: '"held":true' in out.replace(" ", ""), timeout=30,
+        interval=0.2)

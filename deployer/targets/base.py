@@ -175,6 +175,12 @@ class Target(abc.ABC):
         with the spec's nodes and ``tls_names``); the nodes issued a new one."""
         return self.pki.ensure([(n.name, str(n.address)) for n in self.spec.nodes], self.tls_names())
 
+    def renew_endpoint_certificates(self) -> None:
+        """Re-issue from the current CA the certificates of endpoints the target itself serves with
+        the stack's PKI, and serve them (``rotate-certs`` calls it once the nodes trust the new CA,
+        before the old one is dropped). A no-op where the platform's endpoints carry their own
+        certificates (Azure's storage)."""
+
     # ----- stages -----
 
     @abc.abstractmethod

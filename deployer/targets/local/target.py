@@ -180,6 +180,11 @@ class LocalTarget(Target):
         return {"common_apt_update_cache": False, "patroni_watchdog_mode": "off",
                 "patroni_wheelhouse": str(wheelhouse(image_packages(self.spec)[1]))}
 
+    def renew_endpoint_certificates(self) -> None:
+        """The blob endpoint's certificate, re-issued by the current CA, and Azurite restarted with it."""
+        if self.spec.backup.enabled:
+            self.storage.converge(log)
+
     def backup_repository(self) -> BackupRepository:
         """Azurite in the ``storage`` namespace (``storage.Storage``)."""
         if not self.spec.backup.enabled:
