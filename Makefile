@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(shell date +%Y%m%d-%H%M%S)
 drill test: export PGHA_INVOCATION_DIR = reports/$@-$(STAMP)
 
-.PHONY: drill test unit e2e deps venv checkov image azurite bench-deploy lint down clean mutation bench-smoke bench-failover
+.PHONY: drill test unit e2e deps venv checkov image azurite bench-deploy lint down clean mutation bench-smoke bench-failover bench-restore
 
 ## drill: deploy the staged stack on the local target, run the suites, write reports/, tear down
 drill: deps venv image azurite
@@ -75,6 +75,16 @@ bench-smoke: deps venv image
 ## profiles -> reports/failover.json and reports/failover.png (about 70 minutes; tears the stack down)
 bench-failover: deps venv image
 	$(PY) -m deployer.drills.bench --name $(NAME)
+
+## bench-restore: pgBackRest's restore time and throughput for pgbench -i databases of each scale in SCALES, beside a
+## plain copy of the data directory -> reports/restore.json (deploys the stack $(BENCH_STACK) if absent, restores it
+## in place, tears it down)
+BENCH_STACK ?= bench
+SCALES ?= 1,10,50
+bench-restore: deps venv image azurite
+	( $(PY) -m deployer.cli status --name $(BENCH_STACK) > /dev/null 2>&1 || $(PY) -m deployer.cli up --name $(BENCH_STACK) ) \
+	  && $(PY) -m deployer.restore_bench --stack $(BENCH_STACK) --scales $(SCALES); \
+	  rc=$$?; $(PY) -m deployer.cli down --name $(BENCH_STACK); exit $$rc
 
 bench-deploy: deps venv
 	$(PY) -m deployer.targets.local.bench --name $(NAME)
