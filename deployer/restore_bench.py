@@ -4,7 +4,8 @@ limit: what moving those bytes costs on this disk); writes ``reports/restore.jso
 
     {"machine": {"cores", "cpu", "memory_gb", "disk_free_gb", "nodes", "postgres", "pgbackrest": {setting: value}},
      "units": sentence, "scales": [{"scale", "db_bytes", "copy_bytes", "init_s", "backup_s", "copy_s", "restore_s",
-     "restore_total_s", "restore_mb_per_s", "copy_mb_per_s", "ratio", "rows"} | {"scale", "error", ...}],
+     "restore_total_s", "restore_steps_s", "restore_mb_per_s", "copy_mb_per_s", "ratio", "rows"}
+     | {"scale", "error", ...}],
      "skipped": [{"scale", "estimate_bytes", "free_bytes", "reason"}], "failed": [scale, ...]}
 
 It destroys the stack's data: for each pgbench scale factor, ascending, it re-creates the database
@@ -12,7 +13,8 @@ It destroys the stack's data: for each pgbench scale factor, ascending, it re-cr
 backup (``backups.take``), copies the leader's data directory to ``COPY`` and flushes it (timed on the
 node, then removed), restores the whole cluster in place to the end of the archive
 (``restore.restore``: ``restore_s`` is its first node's bootstrap, pgBackRest's restore and WAL
-replay; ``restore_total_s`` every step to a healthy pool), and counts ``pgbench_accounts`` on the
+replay; ``restore_total_s`` every step to a healthy pool, its own full backup of the restored
+timeline and the replicas created from it included), and counts ``pgbench_accounts`` on the
 restored leader: a restore that lost rows is a failure, never a figure. Scales whose estimate
 (``estimate_bytes``) does not fit the free disk under ``STATE_ROOT`` (where the local target keeps
 the VMs and the repository) are skipped, and said so; the first failure stops the bench, since the
@@ -40,16 +42,18 @@ from deployer.state import STATE_ROOT
 MB = 10**6
 #: What ``pgbench -i`` writes per scale unit: 100,000 rows of ``pgbench_accounts`` and their index.
 BYTES_PER_SCALE = 15 * MB
-#: Copies of the data a scale needs besides every node's: the repository's (its full backup, and the
-#: WAL ``pgbench -i`` wrote, archived; uncompressed at worst) and the plain copy.
-REPOSITORY_COPIES, COPY_COPIES = 2, 1
+#: Copies of the data a scale needs besides every node's: the repository's (the bench's full backup,
+#: the WAL ``pgbench -i`` wrote, archived, and the restore's own full backup of the restored timeline;
+#: uncompressed at worst) and the plain copy.
+REPOSITORY_COPIES, COPY_COPIES = 3, 1
 #: Room kept free beyond the estimate: every node's ``pg_wal`` up to ``max_wal_size`` (1 GB), the copy's.
 MARGIN_BYTES = 4 * 10**9
 #: Where the plain copy goes on the leader (removed after each scale).
 COPY = "/var/tmp/pgha-copy"
 ROWS_PER_SCALE = 100_000
 UNITS = ("MB = 10^6 bytes; seconds; restore_s: the first node's bootstrap (pgBackRest's restore and WAL replay); "
-         "restore_total_s: Patroni stopped to every node healthy in the pool; ratio: restore_s / copy_s")
+         "restore_total_s: Patroni stopped to every node healthy in the pool, the restore's full backup of the new "
+         "timeline and the replicas' creation included (restore_steps_s: each step); ratio: restore_s / copy_s")
 
 
 def estimate_bytes(scale: int, nodes: int) -> int:
@@ -96,6 +100,7 @@ def entry(scale: int, m: dict) -> dict:
     restore_s, copy_s = bootstrap_seconds(m["steps"]), m["copy_s"]
     return {"scale": scale, "db_bytes": m["db_bytes"], "copy_bytes": m["copy_bytes"], "init_s": m["init_s"],
             "backup_s": m["backup_s"], "copy_s": copy_s, "restore_s": restore_s, "restore_total_s": m["steps"]["total"],
+            "restore_steps_s": {k: v for k, v in m["steps"].items() if k != "total"},
             "restore_mb_per_s": round(m["db_bytes"] / MB / restore_s, 1),
             "copy_mb_per_s": round(m["copy_bytes"] / MB / copy_s, 1),
             "ratio": round(restore_s / copy_s, 1), "rows": m["rows"]}

@@ -15,12 +15,13 @@ BOOTSTRAP = "bootstrapping pg1 from the repository (pgbackrest --stanza=pgha --d
 
 def _measured(scale: int, rows: int | None = None) -> dict:
     return {"db_bytes": 160 * 10**6, "copy_bytes": 200 * 10**6, "init_s": 4.2, "backup_s": 9.5, "copy_s": 0.5,
-            "steps": {"stopping Patroni on every node": 1.2, BOOTSTRAP: 8.0, "total": 31.4},
+            "steps": {"stopping Patroni on every node": 1.2, BOOTSTRAP: 8.0,
+                      "taking a full backup of the restored cluster on pg1": 9.1, "total": 31.4},
             "rows": 100_000 * scale if rows is None else rows}
 
 
 def test_the_estimate_counts_every_node_the_repository_the_copy_and_the_margin():
-    assert rb.estimate_bytes(10, 3) == 15 * 10**6 * 10 * (3 + 2 + 1) + 4 * 10**9
+    assert rb.estimate_bytes(10, 3) == 15 * 10**6 * 10 * (3 + 3 + 1) + 4 * 10**9
 
 
 def test_scales_that_fit_run_ascending_and_one_that_does_not_is_skipped_with_its_reason():
@@ -29,7 +30,7 @@ def test_scales_that_fit_run_ascending_and_one_that_does_not_is_skipped_with_its
     assert scales == [1, 10, 50]
     assert [s["scale"] for s in skipped] == [200]
     assert skipped[0]["estimate_bytes"] == rb.estimate_bytes(200, 3)
-    assert skipped[0]["reason"].startswith("scale 200 needs about 22.0 GB (15 MB x 200 x (3 nodes")
+    assert skipped[0]["reason"].startswith("scale 200 needs about 25.0 GB (15 MB x 200 x (3 nodes")
 
 
 def test_the_earlier_scales_backups_count_against_the_later_ones():
@@ -38,13 +39,16 @@ def test_the_earlier_scales_backups_count_against_the_later_ones():
     free = rb.estimate_bytes(50, 3)
     assert rb.plan([50], free, 3) == ([50], [])
     scales, skipped = rb.plan([10, 50], free, 3)
-    assert scales == [10] and skipped[0]["free_bytes"] == free - 15 * 10**6 * 10 * 2
+    assert scales == [10] and skipped[0]["free_bytes"] == free - 15 * 10**6 * 10 * 3
 
 
 def test_the_figures_from_raw_timings():
     out = rb.entry(10, _measured(10))
     assert out == {"scale": 10, "db_bytes": 160 * 10**6, "copy_bytes": 200 * 10**6, "init_s": 4.2, "backup_s": 9.5,
-                   "copy_s": 0.5, "restore_s": 8.0, "restore_total_s": 31.4, "restore_mb_per_s": 20.0,
+                   "copy_s": 0.5, "restore_s": 8.0, "restore_total_s": 31.4,
+                   "restore_steps_s": {"stopping Patroni on every node": 1.2, BOOTSTRAP: 8.0,
+                                       "taking a full backup of the restored cluster on pg1": 9.1},
+                   "restore_mb_per_s": 20.0,
                    "copy_mb_per_s": 400.0, "ratio": 16.0, "rows": 1_000_000}
 
 
