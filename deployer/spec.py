@@ -364,6 +364,9 @@ class Backup(Strict):
         return self.archive_timeout_s + ARCHIVE_PUSH_MARGIN_S
 
 
+#: The archive command the pgbackrest role installs: pgBackRest's archive-push, but for a segment of an
+#: abandoned older timeline the archive already holds otherwise (its module docstring says why).
+ARCHIVE_PUSH = "/usr/local/bin/pgbackrest-archive-push"
 #: Seconds allowed, beyond ``archive_timeout``, for a finished WAL segment to reach the repository
 #: (the archiver's next attempt, the push itself over HTTPS).
 ARCHIVE_PUSH_MARGIN_S = 30
@@ -474,11 +477,11 @@ class StackSpec(Strict):
         ``pg_settings.setting`` reports once it is applied (``pg_parameters.normalise``: a number in
         the parameter's base unit, without it, where ``SHOW`` would say ``10s``; booleans ``on``/``off``): ``max_connections``,
         ``wal_sender_timeout`` (from ``patroni.wal_sender_timeout_ms``), with ``backup.enabled``
-        the WAL archive (``archive_mode``, ``archive_command`` pushing to pgBackRest's stanza,
+        the WAL archive (``archive_mode``, ``archive_command`` pushing to pgBackRest's stanza (``ARCHIVE_PUSH``),
         ``archive_timeout``), and ``postgres.parameters``.
         The one source of what reaches Patroni's DCS (``deployer.inventory``) and of what the suites
         expect to be running; ``pg_parameters.needs_restart(name)`` says which need a restart."""
-        archive = {"archive_mode": "on", "archive_command": f"pgbackrest --stanza={self.stanza} archive-push %p",
+        archive = {"archive_mode": "on", "archive_command": f"{ARCHIVE_PUSH} {self.stanza} %p",
                    "archive_timeout": self.backup.archive_timeout_s} if self.backup.enabled else {}
         given = {"max_connections": self.postgres.max_connections,
                  "wal_sender_timeout": self.patroni.wal_sender_timeout_ms, **archive, **self.postgres.parameters}

@@ -172,10 +172,36 @@ def test_the_blob_endpoints_network_rules_admit_the_subnet_and_the_control_plane
 
 def test_archive_settings_come_from_the_backup_section_only():
     spec = load_spec()
-    assert spec.postgres_settings()["archive_command"] == f"pgbackrest --stanza={spec.stanza} archive-push %p"
+    assert spec.postgres_settings()["archive_command"] == f"/usr/local/bin/pgbackrest-archive-push {spec.stanza} %p"
     raw = spec.model_dump(mode="json")
     assert "archive_mode" not in parse_spec({**raw, "backup": {"enabled": False}}).postgres_settings()
     with pytest.raises(Exception, match="the backup section sets the WAL archive"):
         parse_spec({**raw, "postgres": {"parameters": {"archive_command": "/bin/true"}}})
     with pytest.raises(Exception, match="rpo_s \\(60\\) cannot be kept"):
         parse_spec({**raw, "backup": {"archive_timeout_s": 60, "rpo_s": 60}})
+
+
+def _archive_push():
+    spec = importlib.util.spec_from_file_location(
+        "archive_push", ANSIBLE_DIR / "roles/pgbackrest/files/pgbackrest-archive-push.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("segment, status, timeline, skip", [
+    ("00000002000000000000000B", 45, 11, True),   # an abandoned timeline's copy the archive holds otherwise
+    ("0000000B000000000000000B", 45, 11, False),  # the current timeline's: a real conflict, refused
+    ("00000002000000000000000B", 1, 11, False),   # any other failure (the endpoint down, say): refused
+    ("00000002000000000000000B.partial", 45, 11, False),
+    ("0000000B.history", 45, 11, False),
+])
+def test_the_archive_command_skips_only_an_abandoned_timelines_conflicting_segment(segment, status, timeline, skip):
+    assert _archive_push().skipped(segment, status, timeline) is skip
+
+
+def test_the_newest_timeline_is_read_from_the_history_files(tmp_path):
+    assert _archive_push().newest_timeline(tmp_path) == 1
+    for name in ("00000002.history", "0000000B.history", "00000003000000000000000A"):
+        (tmp_path / name).write_text("")
+    assert _archive_push().newest_timeline(tmp_path) == 11

@@ -105,7 +105,7 @@ def test_ports_and_patroni_settings_come_from_the_spec(spec, inv):
     assert v["patroni_version"] == p.version and v["patroni_scope"] == p.scope
     assert v["patroni_postgresql_parameters"] == spec.postgres_settings() == {
         "max_connections": "100", "wal_sender_timeout": "10000", "archive_mode": "on",
-        "archive_command": "pgbackrest --stanza=pgha archive-push %p", "archive_timeout": "60"}
+        "archive_command": "/usr/local/bin/pgbackrest-archive-push pgha %p", "archive_timeout": "60"}
     assert v["patroni_etcd_hosts"] == [f"{n.address}:{spec.ports.etcd_client}" for n in spec.nodes]
     h = spec.haproxy
     assert (v["haproxy_check_inter_ms"], v["haproxy_check_fastinter_ms"], v["haproxy_check_downinter_ms"],
@@ -127,7 +127,7 @@ def test_hba_is_limited_to_the_subnet(spec, inv):
      {"max_connections": "100", "wal_sender_timeout": "10000", "work_mem": "8192"}),
     ({"backup": {"archive_timeout_s": 30}}, "patroni_postgresql_parameters",
      {"max_connections": "100", "wal_sender_timeout": "10000", "archive_mode": "on", "archive_timeout": "30",
-      "archive_command": "pgbackrest --stanza=pgha archive-push %p"}),
+      "archive_command": "/usr/local/bin/pgbackrest-archive-push pgha %p"}),
     ({"ports": {"patroni": 8010}}, "haproxy_patroni_port", 8010),
     ({"haproxy": {"check_fall": 3}}, "haproxy_check_fall", 3),
     ({"haproxy": {"check_downinter_ms": 300}}, "haproxy_check_downinter_ms", 300),
@@ -318,7 +318,7 @@ def test_patroni_yml_carries_the_spec(rendered):
         assert params["wal_log_hints"] == "on" and params["password_encryption"] == "scram-sha-256"
         assert {k: params[k] for k in spec.postgres_settings()} == spec.postgres_settings() == {
             "max_connections": "150", "wal_sender_timeout": "7000", "shared_buffers": "32768", "wal_level": "logical",
-            "archive_mode": "on", "archive_timeout": "60", "archive_command": "pgbackrest --stanza=orders archive-push %p"}
+            "archive_mode": "on", "archive_timeout": "60", "archive_command": "/usr/local/bin/pgbackrest-archive-push orders %p"}
         assert params["hot_standby"] == "on" and params["max_wal_senders"] == 10, "the role's own parameters stay"
         hba = [line.split() for line in conf["postgresql"]["pg_hba"] if line.startswith("host")]
         assert [r[0] for r in hba[:2]] == ["hostnossl"] * 2 and all(r[-1] == "reject" for r in hba[:2]), \

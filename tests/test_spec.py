@@ -277,7 +277,7 @@ def test_haproxy_transitions_follow_inter_fastinter_and_downinter(haproxy, down_
 def test_postgres_settings_are_every_setting_the_spec_sets_as_postgresql_reports_it():
     assert load_spec().postgres_settings() == {"max_connections": "100", "wal_sender_timeout": "10000",
                                                "archive_mode": "on", "archive_timeout": "60",
-                                               "archive_command": "pgbackrest --stanza=pgha archive-push %p"}
+                                               "archive_command": "/usr/local/bin/pgbackrest-archive-push pgha %p"}
     raw = changed("postgres.parameters", {"shared_buffers": "256MB", "timezone": "UTC", "fsync": True,
                                           "checkpoint_timeout": "5min", "synchronous_commit": "Local"})
     raw["postgres"]["max_connections"] = 150
