@@ -18,7 +18,7 @@ import requests
 
 from deployer import backups, haproxy_stat, patroni
 from deployer.drills.trial import converged
-from deployer.inventory import TLS_ON_NODE, role_defaults
+from deployer.inventory import PATRONI_CONFIG, TLS_ON_NODE, role_defaults
 from deployer.stack import Stack
 from deployer.targets import TargetError
 from deployer.targets.local import lb, nsg
@@ -28,8 +28,6 @@ from deployer.targets.local.network import Layout
 from deployer.wait import wait_until
 
 log = logging.getLogger("deployer.defects")
-#: Patroni's configuration file on every node (the patroni role writes it).
-PATRONI_CONFIG = "/etc/patroni/patroni.yml"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,6 +35,8 @@ PASSWORD_VARS = {
     "app": "patroni_app_password",
 }
 WATCHDOG_MODES = ("off", "automatic", "required")
+#: Patroni's configuration on every node (the patroni role writes it).
+PATRONI_CONFIG = "/etc/patroni/patroni.yml"
 #: Where the common role installs the stack's TLS material on a node; every role reads it there.
 TLS_ON_NODE = {"ca": "/etc/pgha/tls/ca.crt", "cert": "/etc/pgha/tls/node.crt", "key": "/etc/pgha/tls/node.key"}
 

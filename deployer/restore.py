@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from deployer import backups, inventory, patroni
-from deployer.defects import PATRONI_CONFIG
+from deployer.inventory import PATRONI_CONFIG
 from deployer.stack import Stack
 from deployer.wait import wait_until
 
