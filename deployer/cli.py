@@ -10,12 +10,15 @@
     deployer rotate-certs [--name NAME]   # a new CA and node certificates, node by node (deployer/rotation.py)
     deployer backup [--name NAME] [--type auto|full|diff]  # a backup on the leader now (deployer/backups.py)
     deployer restore (--latest | --to TIME) [--name NAME]  # the cluster from its repository, in place (deployer/restore.py)
+    deployer restore (--latest | --to TIME) [--name NAME] --into NEW [--spec FILE] [--keep-on-failure]
+                                                         # into a new stack beside it (deployer/restore_into.py)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -78,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--latest", action="store_true", help="to the last archived WAL (every node's data lost)")
     when.add_argument("--to", type=_utc, metavar="TIME",
                       help="to this point in time, ISO 8601 (no zone: UTC), e.g. 2026-12-06T02:10:00Z")
+    rs.add_argument("--into", metavar="NEW", help="deploy stack NEW and restore into it, leaving the stack untouched")
+    rs.add_argument("--spec", type=Path, help="with --into: NEW's spec file (default: the stack's, with addresses "
+                                              "clear of every local stack's)")
+    rs.add_argument("--keep-on-failure", action="store_true", help="with --into: keep NEW when the restore fails")
     img = sub.add_parser("image", help="bake the local VM image (cached by content hash)")
     img.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="stack spec file (default: stack.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every command run")
@@ -205,17 +212,30 @@ def cmd_backup(args) -> int:
 
 
 def cmd_restore(args) -> int:
-    """``restore.restore`` on the stack: every node's data replaced by the repository's."""
-    from deployer import restore
+    """``restore.restore`` on the stack (every node's data replaced by the repository's), or with
+    ``--into``, ``restore_into.restore_into`` (a new stack beside it)."""
+    from deployer import restore, restore_into
     from deployer.stack import Stack
 
     stack = Stack.attach(check_stack_name(args.name or load_spec(DEFAULT_SPEC).name))
     if not stack.spec.backup.enabled:
         raise TargetError(f"stack {stack.state.name}'s spec turns backups off (backup.enabled: false)")
+    if (args.spec or args.keep_on_failure) and not args.into:
+        raise TargetError("--spec and --keep-on-failure go with --into")
     what = "the end of its archive" if args.latest else f"{args.to.isoformat()}"
-    log.info("Restoring %s to %s: every node's data directory is replaced by the repository's.", stack.state.name, what)
-    seconds = restore.restore(stack, None if args.latest else args.to, progress=lambda msg: log.info("Restore: %s.", msg))
-    console.print(f"Restored {stack.state.name} to {what} in {seconds['total']:.0f} s: "
+    to = None if args.latest else args.to
+    progress = functools.partial(log.info, "Restore: %s.")
+    if args.into:
+        log.info("Restoring %s to %s into a new stack %s; %s itself is only read.", stack.state.name, what, args.into,
+                 stack.state.name)
+        done = restore_into.restore_into(stack, args.into, to, load_spec(args.spec) if args.spec else None,
+                                         keep=args.keep_on_failure, progress=progress)
+        where, seconds = f"{stack.state.name} into {args.into}", done.seconds
+    else:
+        log.info("Restoring %s to %s: every node's data directory is replaced by the repository's.", stack.state.name,
+                 what)
+        where, seconds = stack.state.name, restore.restore(stack, to, progress=progress)
+    console.print(f"Restored {where} to {what} in {seconds['total']:.0f} s: "
                   + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total"), markup=False,
                   highlight=False)
     return 0

@@ -245,6 +245,17 @@ def role_variables(role: str, spec: StackSpec, target_vars: dict) -> dict[str, A
     return {name: _render(value, context, env) for name, value in context.items() if name.startswith(f"{role}_")}
 
 
+def pgbackrest_conf(spec: StackSpec, repo: BackupRepository, stanza: str | None = None,
+                    managed: str = "written by the deployer") -> str:
+    """pgBackRest's configuration as the ``pgbackrest`` role renders it on ``spec``'s nodes for
+    ``repo`` (its key included: the text is a secret), its stanza section named ``stanza`` (default:
+    the spec's). ``deployer restore --into`` writes one for another stack's repository this way."""
+    context = {**role_variables("pgbackrest", spec, {}), **repository_vars(repo), "pgbackrest_repo_key": repo.key,
+               "pgbackrest_stanza": stanza or spec.stanza, "ansible_managed": managed}
+    template = (ANSIBLE_DIR / "roles/pgbackrest/templates/pgbackrest.conf.j2").read_text()
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True).from_string(template).render(context)
+
+
 def image_packages(spec: StackSpec) -> tuple[list[str], list[str]]:
     """What an image must hold so the roles install nothing: (Debian packages, pip requirements).
 

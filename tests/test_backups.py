@@ -7,11 +7,10 @@ from __future__ import annotations
 import importlib.util
 import json
 
-import jinja2
 import pytest
 
 from deployer import backups
-from deployer.inventory import render_extravars, repository_vars, role_defaults
+from deployer.inventory import pgbackrest_conf, render_extravars, repository_vars
 from deployer.paths import ANSIBLE_DIR
 from deployer.spec import load_spec, parse_spec
 from deployer.targets.base import BackupRepository
@@ -126,12 +125,9 @@ AZURE = BackupRepository(host="stpgha1234.blob.core.windows.net", port=443, uri_
                          container="pgbackrest", key="YXp1cmU=")
 
 
-def _rendered(repo: BackupRepository) -> dict[str, str]:
-    """pgbackrest.conf as the role renders it for ``repo`` (the role's variables as the inventory sets them)."""
-    context = {**role_defaults()["pgbackrest"], **repository_vars(repo), **render_extravars(_Secrets(), repo),
-               "ansible_managed": "managed"}
-    template = (ANSIBLE_DIR / "roles/pgbackrest/templates/pgbackrest.conf.j2").read_text()
-    text = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True).from_string(template).render(context)
+def _rendered(repo: BackupRepository, stanza: str | None = None) -> dict[str, str]:
+    """pgbackrest.conf as the role renders it for ``repo`` on the default spec's nodes."""
+    text = pgbackrest_conf(load_spec(), repo, stanza)
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
 
 
@@ -146,6 +142,13 @@ def test_the_repository_is_configured_alike_on_both_targets_but_for_endpoint_and
     assert differ == ["repo1-azure-account", "repo1-azure-key", "repo1-azure-uri-style", "repo1-storage-ca-file",
                       "repo1-storage-host"]
     assert local["repo1-type"] == azure["repo1-type"] == "azure" and local["repo1-storage-port"] == "443"
+    assert local["repo1-azure-key"] == "bG9jYWw=" and local["pg1-path"] == "/var/lib/postgresql/15/pgha"
+
+
+def test_another_stacks_repository_is_configured_as_the_role_would_with_its_own_stanza():
+    """What ``restore --into`` writes on the new stack's node: the source's endpoint and stanza."""
+    text = pgbackrest_conf(load_spec(), AZURE, stanza="other")
+    assert "[other]" in text and "[pgha]" not in text and "repo1-storage-host=stpgha1234.blob.core.windows.net" in text
 
 
 def test_the_key_travels_as_an_extravar_never_in_the_inventory():

@@ -27,6 +27,7 @@ Promises every target keeps (each method below states its own):
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 from typing import ClassVar, Literal
 
@@ -295,6 +296,16 @@ class Target(abc.ABC):
         like the other secrets. Valid after provision; ``TargetError`` before, or where the target
         has no repository."""
         raise TargetError(f"target {self.name} has no backup repository")
+
+    def repository_access(self, reader: Target, node: str) -> contextlib.AbstractContextManager[BackupRepository]:
+        """A context manager: for its block, node ``node`` of another stack (``reader``, a stack of
+        the same target) reaches this stack's repository as the ``BackupRepository`` it yields
+        describes (host, port, ``ca_file`` and ``address`` valid on that node); everything opened
+        for it is closed and removed on exit, also on error. For a read (``restore --into``):
+        pgBackRest there never writes to it. Local: an SSH reverse forward from the node through
+        the control machine's management link; Azure: a network rule admitting the reader's subnet.
+        TargetError where the target has no repository or the reader is of another target."""
+        raise TargetError(f"target {self.name} cannot open its backup repository to another stack")
 
     # ----- probes -----
 

@@ -9,7 +9,7 @@ import logging
 import shutil
 
 import pytest
-from azure_fakes import ACCOUNT, DEPLOYMENT, answer_keys, answer_redeploy, load
+from azure_fakes import ACCOUNT, DEPLOYMENT, GROUP, SUB, answer_keys, answer_redeploy, load
 from test_azure_tls import _run
 
 from deployer.targets.azure import backup
@@ -135,3 +135,62 @@ def test_the_pipeline_carries_the_key_between_stages_encrypted_and_private(deplo
     again = agent / "next" / state.name / backup.KEY_FILE
     assert again.read_bytes() == (state.dir / backup.KEY_FILE).read_bytes() and again.stat().st_mode & 0o777 == 0o600
     assert KEY1 not in saved.stdout + saved.stderr + restored.stdout + restored.stderr
+
+
+OWN_SUBNET = load("storage_account.json")["properties"]["networkAcls"]["virtualNetworkRules"][0]["id"]
+
+
+def _subnets(body: dict) -> list[str]:
+    return [r["id"] for r in body["properties"]["networkAcls"]["virtualNetworkRules"]]
+
+
+@pytest.fixture
+def reader(make_target, spec, deployed):
+    """Another Azure stack (``pitr``, in ``rg-pitr``) that restores from this one's repository."""
+    return make_target(spec=spec.model_copy(update={"name": "pitr"}))
+
+
+def test_another_stacks_subnet_is_admitted_for_the_block_then_withdrawn(deployed, reader, arm, state):
+    arm.add("GET", GROUP, load("resource_group.json"))
+    answer_keys(arm)
+    arm.add("GET", ACCOUNT, load("storage_account.json"))
+    arm.add("PATCH", ACCOUNT, load("storage_account.json"))
+    assert reader.subnet_id.startswith(f"/subscriptions/{SUB}/resourceGroups/rg-pitr/") and reader.subnet_id.endswith(
+        "/virtualNetworks/pgha-vnet/subnets/nodes") and deployed.subnet_id == OWN_SUBNET
+    with deployed.repository_access(reader, "pg1") as repo:
+        (_, _, admitted), = arm.sent("PATCH", "storageAccounts")
+        assert _subnets(admitted) == [OWN_SUBNET, reader.subnet_id]
+        assert admitted["properties"]["networkAcls"]["defaultAction"] == "Deny", "nothing else of the rules changes"
+        assert (repo.host, repo.ca_file, repo.address) == (HOST, "", ""), "the nodes' own endpoint, by DNS"
+    (_, _, _), (_, _, withdrawn) = arm.sent("PATCH", "storageAccounts")
+    assert _subnets(withdrawn) == [OWN_SUBNET]
+
+
+def test_the_admission_is_withdrawn_when_the_restore_fails(deployed, reader, arm):
+    arm.add("GET", GROUP, load("resource_group.json"))
+    answer_keys(arm)
+    arm.add("GET", ACCOUNT, load("storage_account.json"))
+    arm.add("PATCH", ACCOUNT, load("storage_account.json"))
+    with pytest.raises(RuntimeError, match="bootstrap failed"), deployed.repository_access(reader, "pg1"):
+        raise RuntimeError("bootstrap failed")
+    assert [_subnets(body) for _, _, body in arm.sent("PATCH", "storageAccounts")] == [
+        [OWN_SUBNET, reader.subnet_id], [OWN_SUBNET]]
+
+
+def test_a_subnet_admitted_already_is_left_as_it_is(deployed, arm):
+    arm.add("GET", GROUP, load("resource_group.json"))
+    answer_keys(arm)
+    arm.add("GET", ACCOUNT, load("storage_account.json"))
+    with deployed.repository_access(deployed, "pg1"):
+        pass
+    assert not arm.sent("PATCH")
+
+
+def test_a_stack_of_another_target_cannot_read_the_repository(deployed):
+    from deployer.stack import Stack
+    from deployer.state import StackState
+
+    local = Stack(deployed.spec, StackState(name="loc", target="local", spec_path="stack.yaml")).target
+    with pytest.raises(TargetError, match="target local cannot read an Azure stack's repository"):
+        with deployed.repository_access(local, "pg1"):
+            pass

@@ -7,7 +7,9 @@ where the local target keeps its emulator's); it is never printed, logged or put
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from deployer.state import write_private
@@ -55,3 +57,29 @@ def repository(outputs: dict, container: str, key: str) -> BackupRepository:
     URLs (``<account>.blob.core.windows.net``), verified against the system's CA store, found by DNS."""
     account, host = endpoint(outputs)
     return BackupRepository(host=host, port=PORT, uri_style="host", account=account, container=container, key=key)
+
+
+def _write_subnets(az: Clients, rg: str, account: str, acls: dict, subnets: list[dict], what: str) -> None:
+    with azure_errors(what, f"storage account {account}"):
+        az.storage.storage_accounts.update(rg, account, {"properties": {"networkAcls": {**acls,
+                                                                                        "virtualNetworkRules": subnets}}})
+
+
+@contextlib.contextmanager
+def subnet_admitted(az: Clients, rg: str, account: str, subnet_id: str) -> Iterator[None]:
+    """The account's network rules admit the subnet ``subnet_id`` (of another stack's virtual
+    network, whose storage service endpoint routes to the account) during the block: one virtual
+    network rule added to what ``StorageAccounts_GetProperties`` reports, the rules as read written
+    back on exit, also on error. A subnet admitted already is left as it is. Azure applies a new rule
+    within minutes: the reader waits until the repository answers."""
+    with azure_errors("read the network rules of", f"storage account {account}"):
+        acls = rest(az.storage.storage_accounts.get_properties(rg, account)).get("properties", {}).get("networkAcls") or {}
+    subnets = [{"id": r["id"], "action": r.get("action", "Allow")} for r in acls.get("virtualNetworkRules") or []]
+    if any(r["id"].lower() == subnet_id.lower() for r in subnets):
+        yield
+        return
+    _write_subnets(az, rg, account, acls, [*subnets, {"id": subnet_id, "action": "Allow"}], "admit another subnet to")
+    try:
+        yield
+    finally:
+        _write_subnets(az, rg, account, acls, subnets, "withdraw another subnet's admission from")

@@ -27,12 +27,13 @@ stack. Every SDK error becomes a TargetError naming the operation and the resour
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import functools
 import logging
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from azure.core.exceptions import ClientAuthenticationError
 
@@ -51,6 +52,8 @@ from deployer.targets.base import (BackupRepository, HostAccess, MissingPrerequi
                                    TargetError)
 from deployer.wait import wait_until
 
+#: The nodes' subnet, as bicep/main.bicep names it in the virtual network.
+SUBNET = "nodes"
 log = logging.getLogger("deployer.azure")
 
 
@@ -315,6 +318,23 @@ class AzureTarget(Target):
         key = backup.stored_key(self.state.dir, account) or \
             backup.fetch_key(self._az, self.resource_group, account, self.state.dir)
         return backup.repository(self.outputs, self.spec.backup.container, key)
+
+    @property
+    def subnet_id(self) -> str:
+        """The resource id of the nodes' subnet (``nodes`` of the deployment's virtual network)."""
+        return (f"/subscriptions/{self._subscription_id}/resourceGroups/{self.resource_group}/providers/"
+                f"Microsoft.Network/virtualNetworks/{self.outputs['vnetName']}/subnets/{SUBNET}")
+
+    @contextlib.contextmanager
+    def repository_access(self, reader: Target, node: str) -> Iterator[BackupRepository]:
+        """The storage account's network rules admit the reader's subnet (``backup.subnet_admitted``);
+        the repository is the one the nodes of this stack reach (DNS, the system's CA store)."""
+        if not isinstance(reader, AzureTarget):
+            raise TargetError(f"a stack on target {reader.name} cannot read an Azure stack's repository")
+        self._guard("open the backup repository to another stack's subnet")
+        repo = self.backup_repository()
+        with backup.subnet_admitted(self._az, self.resource_group, repo.account, reader.subnet_id):
+            yield repo
 
     def attach(self) -> None:
         """Stage 3: redeploy ``main.bicep`` with ``joinBackendPool=true`` (the NICs' ip configurations then

@@ -11,6 +11,9 @@ endpoint.
   ``networkAcls``: default deny) admits the cluster's subnet and the management link (the deployer
   creates the container there, as Azure's control plane does); the internet vantage and the
   neighbour are dropped.
+- **Another stack's node** (``restore --into``) reaches it through ``forwarded_to``: an SSH reverse
+  forward from that node's loopback through the control machine, which the network rules admit as
+  management (the namespaces of two stacks are not routed to each other).
 - **Lifecycle**: ``converge`` starts it (or restarts it when its certificate changed, as a rotation
   does), waits for it and creates the container; ``stop`` ends it. Its data lives in
   ``<state dir>/storage/data``, removed with the stack (as a resource group takes its storage account).
@@ -19,16 +22,20 @@ endpoint.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import json
 import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from deployer.netprobe import tcp
 from deployer.pki import StackPKI
 from deployer.state import write_private
+from deployer.targets.access import HostAccess
 from deployer.targets.base import BackupRepository, MissingPrerequisite, TargetError
 from deployer.targets.local.cmd import run
 from deployer.targets.local.network import Layout
@@ -43,6 +50,9 @@ ACCOUNT, PORT, SERVICE = "pgharepo", 443, "blob"
 #: Where the nodes' CA bundle is (the common role installs it; ``inventory.TLS_ON_NODE``).
 NODE_CA_FILE = "/etc/pgha/tls/ca.crt"
 FIREWALL = "pgha_storage"
+#: On another stack's node during ``forwarded_to``: the loopback port forwarded here, this stack's CA,
+#: and the comment ending the /etc/hosts line naming the endpoint there.
+FORWARD_PORT, FORWARD_CA, FORWARD_MARK = 10443, "/etc/pgbackrest-source-ca.crt", "# pgha: restore source"
 
 
 def host(stack: str) -> str:
@@ -92,6 +102,34 @@ class Storage:
         """The repository as the nodes reach it (path style: Azurite names the account in the path)."""
         return BackupRepository(host=self.host, port=PORT, uri_style="path", account=ACCOUNT,
                                 container=self.container, key=self.key(), ca_file=NODE_CA_FILE, address=self.address)
+
+    @contextlib.contextmanager
+    def forwarded_to(self, node: HostAccess) -> Iterator[BackupRepository]:
+        """The repository as ``node`` (of another stack) reaches it during the block: SSH forwards
+        the node's ``127.0.0.1:FORWARD_PORT`` through the control machine to the endpoint, the node
+        resolves ``host`` to 127.0.0.1 (a line in its /etc/hosts) and verifies it with this stack's
+        CA (``FORWARD_CA``). The forward, the line and the CA go on exit, also on error."""
+        def on_node(command: str, text: str | None = None) -> subprocess.CompletedProcess:
+            return subprocess.run(node.ssh_argv(command), input=text, capture_output=True, text=True, timeout=60)
+
+        forward = subprocess.Popen(["ssh", *node.ssh_args(), "-N", "-o", "ExitOnForwardFailure=yes", "-R",
+                                    f"127.0.0.1:{FORWARD_PORT}:{self.address}:{PORT}", f"{node.user}@{node.ssh_host}"],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            on_node(f"sudo install -m 0644 /dev/stdin {FORWARD_CA} && "
+                    f"echo '127.0.0.1 {self.host} {FORWARD_MARK}' | sudo tee -a /etc/hosts >/dev/null",
+                    self.pki.trust.read_text()).check_returncode()
+            wait_until(f"the forward from {node.node}'s 127.0.0.1:{FORWARD_PORT} to {self.address}:{PORT}",
+                       lambda: forward.poll() is not None or on_node(f"nc -z -w 2 127.0.0.1 {FORWARD_PORT}").returncode == 0,
+                       timeout=30, interval=0.5)
+            if forward.poll() is not None:
+                raise TargetError(f"SSH could not forward {node.node}'s 127.0.0.1:{FORWARD_PORT} to the blob endpoint: "
+                                  f"{forward.stderr.read().strip()[-300:]}")
+            yield dataclasses.replace(self.repository(), port=FORWARD_PORT, address="127.0.0.1", ca_file=FORWARD_CA)
+        finally:
+            on_node(f"sudo sed -i '/{FORWARD_MARK}$/d' /etc/hosts; sudo rm -f {FORWARD_CA}")
+            forward.terminate()
+            forward.wait(timeout=10)
 
     def pid(self) -> int | None:
         """The running emulator's pid, None when it is not running."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -9,6 +10,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -190,6 +192,15 @@ class LocalTarget(Target):
         if not self.spec.backup.enabled:
             raise TargetError("the spec turns backups off (backup.enabled: false): there is no backup repository")
         return self.storage.repository()
+
+    @contextlib.contextmanager
+    def repository_access(self, reader: Target, node: str) -> Iterator[BackupRepository]:
+        """Through an SSH reverse forward from the reader's node (``storage.Storage.forwarded_to``)."""
+        if not isinstance(reader, LocalTarget):
+            raise TargetError(f"a stack on target {reader.name} cannot read a local stack's repository")
+        self.backup_repository()
+        with self.storage.forwarded_to(reader.host(node)) as repo:
+            yield repo
 
     def attach(self) -> None:
         present = {m.node for m in self.backend_pool()}
