@@ -22,7 +22,7 @@ ISSUE_FAULTS = {"kill-postmaster", "kill-patroni", "freeze-patroni", "crash-prim
                 "isolate-replica", "stop-etcd-member", "etcd-quorum-loss", "switchover", "cluster-restart",
                 # day two: one change per class the plan applies without a replace
                 "change-reload", "change-rolling-restart", "change-haproxy", "change-patroni-version",
-                "change-scale-out-in", "change-rotate-certs",
+                "change-backup-archive-timeout", "change-scale-out-in", "change-rotate-certs",
                 # backups (issue 18): the archive across failover, a replica from the repository, a backup
                 # caught by a switchover
                 "backup-archive-after-switchover", "backup-archive-after-crash", "backup-replica-rebuilt",

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 from cryptography import x509
 
-from deployer import haproxy_stat, patroni, rotation
+from deployer import backups, haproxy_stat, patroni, rotation
 from deployer.drills.holds import writes_flow
 from deployer.plan import Impact
 from deployer.settings_check import pending_restarts, setting_differences, settings_query
@@ -126,6 +126,13 @@ def settings_applied(stack: Stack, changed: StackSpec) -> list[str]:
     return setting_differences(expected, {n.name: stack.psql(n.name, settings_query(expected)) for n in stack.spec.nodes})
 
 
+def archiving_applied(stack: Stack, changed: StackSpec) -> list[str]:
+    """``settings_applied``, and the leader's archiver keeps ``changed``'s promise (no failure, the
+    last archived WAL within its ``archive_max_age_s``)."""
+    archiver = backups.read_archiver(stack, stack.leader().name)
+    return settings_applied(stack, changed) + backups.archive_problems(archiver, changed.backup.archive_max_age_s)
+
+
 def haproxy_checks_applied(stack: Stack, changed: StackSpec) -> list[str]:
     """Every node's HAProxy reports ``changed``'s check fall and rise on every server (``show stat``)."""
     want = (str(changed.haproxy.check_fall), str(changed.haproxy.check_rise))
@@ -174,6 +181,8 @@ CHANGES: tuple[SpecChange, ...] = (
     SpecChange("reload", lambda s: _parameters(s, work_mem="8MB"), "reload", settings_applied),
     SpecChange("rolling-restart", lambda s: {"postgres": {"max_connections": s.postgres.max_connections + 20}},
                "rolling restart", settings_applied),
+    SpecChange("backup-archive-timeout", lambda s: {"backup": {"archive_timeout_s": s.backup.archive_timeout_s // 2}},
+               "reload", archiving_applied),
     SpecChange("haproxy", lambda s: {"haproxy": {"check_fall": s.haproxy.check_fall + 1}}, "in place",
                haproxy_checks_applied),
     SpecChange("patroni-version", lambda s: {"patroni": {"version": OTHER_PATRONI_RELEASE}}, "rolling restart",
