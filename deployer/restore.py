@@ -129,7 +129,7 @@ def restore(stack: Stack, to: dt.datetime | None = None, progress: Callable[[str
     if source:
         step(f"deleting stanza {spec.stanza} from {stack.state.name}'s own repository (the cluster it held is gone)",
              lambda: stack.ssh(first, f"{shlex.join(own)} stop && {shlex.join(own)} --force stanza-delete; "
-                                      f"{shlex.join(own)} start", timeout=600))
+                                      f"done=$?; {shlex.join(own)} start; exit $done", timeout=600))
     command = restore_command(source.spec.stanza if source else spec.stanza, to, SOURCE_CONFIG if source else None)
     with _source_repository(stack, first, source) if source else contextlib.nullcontext():
         step(f"bootstrapping {first} from {(source or stack).state.name}'s repository ({command})", lambda: (
