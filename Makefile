@@ -20,12 +20,12 @@ drill: deps venv image azurite
 
 ## test: the project's tests: unit tests first, then a real local deploy, its checks and teardown
 test: deps venv checkov image azurite
-	$(PY) -m pytest tests -m "not e2e" -p no:cacheprovider -q
+	$(PY) -m pytest tests -m "not e2e" -p no:cacheprovider -q -n 2
 	cd ansible && ../$(VENV)/bin/ansible-lint
 	$(PY) -m pytest tests -m e2e -p no:cacheprovider -v
 
 unit: venv
-	$(PY) -m pytest tests -m "not e2e" -p no:cacheprovider -q
+	$(PY) -m pytest tests -m "not e2e" -p no:cacheprovider -q -n 2
 
 # $(call install_debs,PACKAGES,APT-GET OPTIONS): install those of PACKAGES not installed yet.
 define install_debs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -39,17 +40,22 @@ def append_record(path: Path, record: dict, key: str | None = None) -> None:
 
 
 def collect_logs(stack: Stack, bundle: Path) -> None:
-    """Write ``<node>-<label>.log`` for every node and every entry of ``NODE_LOGS`` into ``bundle``;
-    best effort: a node that cannot answer gets a file saying why."""
+    """Write ``<node>-<label>.log`` for every node and every entry of ``NODE_LOGS`` into ``bundle``,
+    all of them at once (a failing test waits for the slowest, not for their sum); best effort: a
+    node that cannot answer gets a file saying why."""
     bundle.mkdir(parents=True, exist_ok=True)
-    for node in stack.spec.nodes:
-        for label, command in NODE_LOGS.items():
-            path = bundle / f"{node.name}-{label}.log"
-            try:
-                out = stack.ssh(node.name, ["sudo", *command], timeout=20, check=False)
-                path.write_text(out.stdout + out.stderr)
-            except Exception as exc:  # noqa: BLE001 - evidence is best effort, the failure stands
-                path.write_text(f"could not collect: {exc}\n")
+
+    def collect(node: str, label: str) -> None:
+        path = bundle / f"{node}-{label}.log"
+        try:
+            out = stack.ssh(node, ["sudo", *NODE_LOGS[label]], timeout=20, check=False)
+            path.write_text(out.stdout + out.stderr)
+        except Exception as exc:  # noqa: BLE001 - evidence is best effort, the failure stands
+            path.write_text(f"could not collect: {exc}\n")
+
+    jobs = [(node.name, label) for node in stack.spec.nodes for label in NODE_LOGS]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        list(pool.map(lambda job: collect(*job), jobs))
 
 
 def pyplot():
