@@ -9,6 +9,8 @@ nspawn; teardown removes those cgroups, deepest first.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -149,13 +151,32 @@ class VM:
             if not _wait_gone(launcher, 10):
                 raise TargetError(f"{self.node}: systemd-nspawn (pid {launcher}) survived SIGKILL")
 
-    def remove_cgroups(self) -> None:
-        """Remove this VM's cgroups deepest first (the container's systemd leaves children behind)."""
+    def remove_cgroups(self, timeout: float = 15) -> None:
+        """Remove this VM's cgroups deepest first (the container's systemd leaves children behind).
+        One still holding a process (an exiting one stays listed until the kernel releases it: seen
+        as EBUSY on journald's group right after a poweroff) has it killed and is retried until
+        ``timeout``."""
         for group in self.cgroups():
             if group.exists():
-                for sub in sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                    sub.rmdir()
-                group.rmdir()
+                for sub in [*sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), group]:
+                    wait_until(f"cgroup {sub} to be removed (its processes killed)", lambda s=sub: _remove_cgroup(s),
+                               timeout=timeout, interval=0.2)
+
+
+def _remove_cgroup(path: Path) -> bool:
+    """rmdir ``path``; on EBUSY, SIGKILL every process it lists and say False (try again)."""
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        for pid in (path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        return False
+    return True
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
