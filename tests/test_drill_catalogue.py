@@ -257,3 +257,43 @@ def test_the_drill_card_shows_both_sequential_clients():
               "zombie": "none", "stale_reads": "fresh", **sequential_record(BOTH, 5.0)}
     card = drill_card(record)
     assert "<li>One sequential client: 11.00 s" in card and "<li>One sequential-short-timeout client: 3.00 s" in card
+
+
+def test_the_archive_timeout_change_holds_only_when_nodes_run_it_and_the_archive_keeps_its_promise(monkeypatch):
+    """``changes.archiving_applied``: passes on the changed setting with a fresh archive; fails on a
+    node still running the old archive_timeout, and on an archiver that fails or lags (negative controls)."""
+    from deployer import backups
+    from deployer.spec import _merged, parse_spec
+
+    change = next(c for c in changes.CHANGES if c.name == "backup-archive-timeout")
+    changed = parse_spec(_merged(SPEC.model_dump(mode="json"), change.overlay(SPEC)))
+    now = 1_800_000_000.0
+
+    class Stack:
+        spec, old_on = SPEC, set()
+
+        def leader(self):
+            return type("M", (), {"name": "pg1"})()
+
+        def psql(self, node, query):
+            settings = (SPEC if node in self.old_on else changed).postgres_settings()
+            return [[name, value, "f"] for name, value in settings.items()]
+
+    def archiver(**changes_):
+        return backups.Archiver(**{"last_archived_wal": "000000010000000000000009", "last_archived_at": now - 5,
+                                   "failed_count": 0, "last_failed_wal": "", "last_failed_at": None, "now": now,
+                                   **changes_})
+
+    stack, seen = Stack(), {"archiver": archiver()}
+    monkeypatch.setattr(backups, "read_archiver", lambda s, node: seen["archiver"])
+    assert changes.archiving_applied(stack, changed) == []
+    stack.old_on = {"pg2"}
+    assert any("pg2: archive_timeout" in p for p in changes.archiving_applied(stack, changed))
+    stack.old_on = set()
+    late = now - changed.backup.archive_max_age_s - 1
+    seen["archiver"] = archiver(ready=(("00000001000000000000000A.ready", late),))
+    assert changes.archiving_applied(stack, changed), "a segment waiting longer than the new promise"
+    seen["archiver"] = archiver(ready=(("00000001000000000000000A.ready", late + 2),))
+    assert changes.archiving_applied(stack, changed) == [], "one within it"
+    seen["archiver"] = archiver(failed_count=1, last_failed_wal="00000001000000000000000A", last_failed_at=now - 1)
+    assert changes.archiving_applied(stack, changed), "a failure after the last success"
